@@ -1,0 +1,75 @@
+"""Execute notebooks top to bottom in place (full mode), then strip volatile metadata.
+
+Usage: python .ci/execute_notebooks.py notebooks/00_baselines_and_measurement.ipynb ...
+
+Kept: outputs, execution counts, cell tags and ``jupyter.source_hidden`` (collapsed
+solutions), the kernelspec. Dropped: timings, widget state, language_info details.
+Fails on error outputs and on absolute paths of this machine in any output.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+KEEP_CELL_META = ("tags", "jupyter", "collapsed")
+MACHINE_PATH = re.compile(r"/(work|tmp|root|home|Users)/[\w.-]+/")
+
+
+def strip(nb: nbformat.NotebookNode) -> None:
+    nb.metadata = nbformat.from_dict(
+        {
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3",
+                "language": "python",
+            },
+            "language_info": {"name": "python"},
+        }
+    )
+    for cell in nb.cells:
+        cell.metadata = nbformat.from_dict(
+            {k: v for k, v in cell.metadata.items() if k in KEEP_CELL_META}
+        )
+        cell.pop("id", None)
+
+
+def check(nb: nbformat.NotebookNode, path: Path) -> None:
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                raise SystemExit(f"{path}: cell {i} has an error output")
+            text = (
+                nbformat.writes(nbformat.from_dict({"o": out}), version=4)
+                if False
+                else str(out)
+            )
+            if MACHINE_PATH.search(text):
+                raise SystemExit(f"{path}: cell {i} output shows a machine path")
+
+
+def main(paths: list[str]) -> None:
+    for name in paths:
+        path = Path(name)
+        nb = nbformat.read(path, as_version=4)
+        start = time.perf_counter()
+        NotebookClient(
+            nb,
+            timeout=1800,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
+        strip(nb)
+        nb.nbformat_minor = 4
+        check(nb, path)
+        nbformat.write(nb, path)
+        print(f"{path}: executed in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

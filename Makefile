@@ -1,0 +1,35 @@
+# lwt course: `make lab` opens the course, `make test` runs every test and notebook.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lwt-installed
+
+.PHONY: lab test unit notebooks lint clean
+
+# Create the virtualenv and install requirements + lwt (editable) when missing/stale.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+lab: $(STAMP)  ## start JupyterLab on the course notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+test: $(STAMP)  ## unit tests + every notebook under nbval, in quick mode
+	LWT_QUICK=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
+		--durations=10 -q
+
+unit: $(STAMP)  ## unit tests only
+	$(PY) -m pytest tests -q
+
+notebooks: $(STAMP)  ## re-execute every notebook in full (non-quick) mode and strip metadata
+	$(PY) .ci/execute_notebooks.py notebooks/*.ipynb
+
+lint: $(STAMP)
+	$(PY) -m pip install --quiet ruff
+	$(VENV)/bin/ruff check lwt tests .ci
+
+clean:
+	rm -rf $(VENV) build *.egg-info
