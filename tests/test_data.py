@@ -1,0 +1,216 @@
+import gzip
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lwt import data
+
+
+def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
+    magic = 2048 + array.ndim
+    header = magic.to_bytes(4, "big") + b"".join(
+        d.to_bytes(4, "big") for d in array.shape
+    )
+    payload = header + array.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if gz:
+        Path(str(path) + ".gz").write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+
+
+@pytest.fixture
+def tiny_counts(monkeypatch):
+    monkeypatch.setitem(data.COUNTS, "mnist", (6, 4))
+    monkeypatch.setitem(data.COUNTS, "fashion_mnist", (6, 4))
+    monkeypatch.setitem(data.COUNTS, "cifar10", (10, 5))
+
+
+def make_mnist(root: Path, folder: str = "MNIST", gz: bool = False) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("t10k", 4)):
+        write_idx(
+            root / folder / "raw" / f"{split}-images-idx3-ubyte",
+            rng.integers(0, 256, (n, 28, 28)),
+            gz,
+        )
+        write_idx(
+            root / folder / "raw" / f"{split}-labels-idx1-ubyte", np.arange(n) % 10, gz
+        )
+
+
+def write_cifar_batch(path: Path, n: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    batch = {
+        "batch_label": "test",
+        "labels": [int(v) for v in rng.integers(0, 10, n)],
+        "data": rng.integers(0, 256, (n, 3072)).astype(np.uint8),
+        "filenames": [f"{i}.png" for i in range(n)],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+    return batch
+
+
+def make_cifar(root: Path) -> None:
+    d = root / "cifar-10-batches-py"
+    for i in range(1, 6):
+        write_cifar_batch(d / f"data_batch_{i}", 2, i)
+    write_cifar_batch(d / "test_batch", 5, 0)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_roundtrip(tmp_path, tiny_counts, gz):
+    make_mnist(tmp_path, gz=gz)
+    train = data.load_dataset("mnist", True, tmp_path, download=False)
+    assert train.images.shape == (6, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert train.labels.tolist() == [0, 1, 2, 3, 4, 5]
+    assert len(data.load_dataset("mnist", False, tmp_path, download=False)) == 4
+
+
+def test_fashion_mnist_uses_same_reader(tmp_path, tiny_counts):
+    make_mnist(tmp_path, folder="FashionMNIST")
+    assert len(data.load_dataset("fashion_mnist", True, tmp_path, download=False)) == 6
+
+
+def test_cifar_batches(tmp_path, tiny_counts):
+    make_cifar(tmp_path)
+    train = data.load_dataset("cifar10", True, tmp_path, download=False)
+    assert train.images.shape == (10, 3, 32, 32)
+    ref = pickle.loads((tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes())
+    assert torch.equal(train.images[0].flatten(), torch.from_numpy(ref["data"][0]))
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_tampered_cifar_pickle_is_refused(tmp_path, tiny_counts):
+    make_cifar(tmp_path)
+    bad = {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1], "x": Evil()}
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(pickle.dumps(bad))
+    os.chdir(tmp_path)
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        data.load_dataset("cifar10", True, tmp_path, download=False)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_wrong_counts_and_shapes_rejected(tmp_path, tiny_counts, monkeypatch):
+    make_cifar(tmp_path)
+    monkeypatch.setitem(data.COUNTS, "cifar10", (11, 5))
+    with pytest.raises(ValueError, match="expected 11"):
+        data.load_dataset("cifar10", True, tmp_path, download=False)
+    write_cifar_batch(tmp_path / "cifar-10-batches-py" / "test_batch", 5, 0)
+    batch = pickle.loads((tmp_path / "cifar-10-batches-py" / "test_batch").read_bytes())
+    batch["data"] = batch["data"][:, :100]
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(
+        pickle.dumps(batch, protocol=2)
+    )
+    with pytest.raises(ValueError, match="expected \\(N, 3072\\)"):
+        data.load_dataset("cifar10", False, tmp_path, download=False)
+
+
+def test_bad_idx_rejected(tmp_path, tiny_counts):
+    make_mnist(tmp_path)
+    f = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    f.write_bytes(f.read_bytes()[:-1])
+    with pytest.raises(ValueError, match="header says"):
+        data.load_dataset("mnist", True, tmp_path, download=False)
+    f.write_bytes(b"\x00\x00\x08\x99" + b"\x00" * 8)
+    with pytest.raises(ValueError, match="magic"):
+        data.load_dataset("mnist", True, tmp_path, download=False)
+
+
+def test_missing_data_names_files_and_env(tmp_path):
+    with pytest.raises(FileNotFoundError, match="LWT_DATA_DIR") as err:
+        data.load_dataset("cifar10", False, tmp_path, download=False)
+    assert "cifar-10-batches-py/test_batch" in str(err.value)
+
+
+def test_failed_download_gives_clear_error(tmp_path, monkeypatch):
+    def offline(name, root):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(data, "_download", offline)
+    with pytest.raises(FileNotFoundError, match="MNIST/raw/t10k-images-idx3-ubyte"):
+        data.load_dataset("mnist", False, tmp_path, download=True)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown"):
+        data.load_dataset("imagenet")
+    with pytest.raises(ValueError, match="subset"):
+        data.load_dataset("mnist", subset=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        data.BatchLoader(
+            data.ImageData(torch.zeros(1, 1, 2, 2), torch.zeros(1), "mnist"), 0
+        )
+
+
+def test_data_root_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("LWT_DATA_DIR", str(tmp_path))
+    assert data.data_root() == tmp_path
+    monkeypatch.delenv("LWT_DATA_DIR")
+    assert data.data_root() == data.REPO_ROOT / "data"
+
+
+def test_augment_is_crop_of_padded_and_flip():
+    g = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8) + 1
+    out = data.augment_crop_flip(x, g, pad=2)
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        windows = [
+            padded[i, :, a : a + 8, b : b + 8] for a in range(5) for b in range(5)
+        ]
+        assert any(
+            torch.equal(out[i], w) or torch.equal(out[i], w.flip(2)) for w in windows
+        )
+    flips = data.augment_crop_flip(x, torch.Generator().manual_seed(1), pad=0)
+    for i in range(2):
+        assert torch.equal(flips[i], x[i]) or torch.equal(flips[i], x[i].flip(2))
+
+
+def test_loader_reproducible_and_normalized():
+    images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
+    d = data.ImageData(images, torch.arange(50) % 10, "cifar10")
+    a = data.BatchLoader(d, 16, shuffle=True, augment=True, seed=3)
+    b = data.BatchLoader(d, 16, shuffle=True, augment=True, seed=3)
+    assert len(a) == 4 and len(data.BatchLoader(d, 16, drop_last=True)) == 3
+    for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    x, _ = next(iter(data.BatchLoader(d, 50)))
+    expected = (images.float() / 255 - 0.4914 * 1.0)[:, 0] / 0.2470
+    assert torch.allclose(x[:, 0], expected, atol=1e-5)
+    assert sorted(torch.cat([y for _, y in a]).tolist()) == sorted(d.labels.tolist())
+
+
+def real(name: str, train: bool):
+    try:
+        return data.load_dataset(name, train, download=False)
+    except FileNotFoundError:
+        pytest.skip(f"{name} not under {data.data_root()} (set LWT_DATA_DIR)")
+
+
+def test_real_mnist():
+    train, test = real("mnist", True), real("mnist", False)
+    assert (len(train), len(test)) == (60000, 10000)
+    counts = torch.bincount(train.labels).tolist()
+    assert counts == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_real_cifar10_and_subset():
+    test = real("cifar10", False)
+    assert test.labels[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+    assert test.images[0, 0, 0, :3].tolist() == [158, 159, 165]
+    mean = test.images.float().div(255).mean((0, 2, 3))
+    assert torch.allclose(mean, torch.tensor([0.4942, 0.4851, 0.4504]), atol=1e-4)
+    sub = data.load_dataset("cifar10", False, subset=100, seed=1, download=False)
+    again = data.load_dataset("cifar10", False, subset=100, seed=1, download=False)
+    assert len(sub) == 100 and torch.equal(sub.labels, again.labels)
