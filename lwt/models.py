@@ -1,0 +1,147 @@
+"""The course's baseline models.
+
+- ``lenet300``: LeNet-300-100, a 784-300-100-10 MLP (266,610 parameters), as in
+  LeCun et al. 1998 and Han et al. 2015 ("Learning both Weights and Connections").
+- ``lenet5``: the Caffe LeNet-5 used by Han et al. 2015 / Deep Compression: conv 20@5x5,
+  max-pool, conv 50@5x5, max-pool, fc 500, ReLU, fc 10 (431,080 parameters).
+- ``resnet20``: ResNet-20 for CIFAR-10 (He et al. 2016, Sec. 4.2): 3 stages of 3 basic
+  blocks with 16/32/64 channels, parameter-free "option A" shortcuts (stride-2
+  subsampling + zero channel padding), 269,722 parameters. ``resnet56`` is the deeper
+  sibling (853,018 parameters), a natural teacher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock
+
+
+class LeNet300100(nn.Module):
+    """LeNet-300-100: ``x (N, 1, 28, 28) -> fc 300 -> fc 100 -> fc 10`` with ReLUs."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(28 * 28, 300)
+        self.fc2 = nn.Linear(300, 100)
+        self.fc3 = nn.Linear(100, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1)  # (N, 784)
+        x = torch.relu(self.fc1(x))  # (N, 300)
+        x = torch.relu(self.fc2(x))  # (N, 100)
+        return self.fc3(x)  # (N, 10)
+
+
+class LeNet5(nn.Module):
+    """Caffe LeNet-5: no ReLU after the convolutions (Caffe's ``lenet.prototxt``)."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, 5)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        self.pool = nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(50 * 4 * 4, 500)
+        self.fc2 = nn.Linear(500, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(self.conv1(x))  # (N, 20, 12, 12)
+        x = self.pool(self.conv2(x))  # (N, 50, 4, 4)
+        x = torch.relu(self.fc1(x.flatten(1)))  # (N, 500)
+        return self.fc2(x)  # (N, 10)
+
+
+class PadShortcut(nn.Module):
+    """He et al.'s option-A shortcut: subsample by ``stride`` and zero-pad channels.
+
+    ``y[:, :C_in] = x[:, :, ::s, ::s]``; ``y[:, C_in:] = 0``. No parameters.
+    """
+
+    def __init__(self, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.out_channels, self.stride = out_channels, stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]  # (N, C_in, H/s, W/s)
+        extra = self.out_channels - x.shape[1]
+        return nn.functional.pad(x, (0, 0, 0, 0, 0, extra))  # (N, C_out, H/s, W/s)
+
+    def extra_repr(self) -> str:
+        return f"out_channels={self.out_channels}, stride={self.stride}"
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs (He et al. 2016, Sec. 4.2).
+
+    Args:
+        depth: 6n+2 layers (20, 32, 44, 56, 110).
+        num_classes: output classes.
+        width: channels of the first stage (16 in the paper); stages use w, 2w, 4w.
+    """
+
+    def __init__(self, depth: int = 20, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        if depth < 8 or (depth - 2) % 6:
+            raise ValueError(
+                f"depth must be 6n+2 with n >= 1 (20, 32, 56...), got {depth}"
+            )
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.in_planes = width
+        self.layer1 = self._stage(width, n, 1)
+        self.layer2 = self._stage(2 * width, n, 2)
+        self.layer3 = self._stage(4 * width, n, 2)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _stage(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        layers = []
+        for i in range(blocks):
+            s = stride if i == 0 else 1
+            shortcut = (
+                PadShortcut(planes, s) if (s != 1 or self.in_planes != planes) else None
+            )
+            layers.append(BasicBlock(self.in_planes, planes, s, downsample=shortcut))
+            self.in_planes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))  # (N, 16, 32, 32)
+        x = self.layer3(self.layer2(self.layer1(x)))  # (N, 64, 8, 8)
+        return self.fc(self.avgpool(x).flatten(1))  # (N, 10)
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
+    "lenet300": (LeNet300100, "mnist"),
+    "lenet5": (LeNet5, "mnist"),
+    "resnet20": (lambda: CifarResNet(20), "cifar10"),
+    "resnet56": (lambda: CifarResNet(56), "cifar10"),
+}
+
+
+def create_model(name: str) -> nn.Module:
+    """Build a fresh (randomly initialised) model by name; see ``MODELS``."""
+    if name not in MODELS:
+        raise ValueError(f"model name {name!r} unknown; choose from {sorted(MODELS)}")
+    return MODELS[name][0]()
+
+
+def dataset_of(name: str) -> str:
+    """The dataset a model name is trained on (``"mnist"`` or ``"cifar10"``)."""
+    if name not in MODELS:
+        raise ValueError(f"model name {name!r} unknown; choose from {sorted(MODELS)}")
+    return MODELS[name][1]
+
+
+def input_shape_of(name: str) -> tuple[int, int, int]:
+    """``(C, H, W)`` of one input image of a model."""
+    return (1, 28, 28) if dataset_of(name) == "mnist" else (3, 32, 32)
