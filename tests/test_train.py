@@ -1,0 +1,81 @@
+import pytest
+import torch
+from torch import nn
+
+from lwt import train
+
+
+def blobs(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.randn(n, 2, generator=g) * 0.3 + (y[:, None] * 2 - 1) * 1.5
+    return [(x[i : i + 32], y[i : i + 32]) for i in range(0, n, 32)]
+
+
+class Constant(nn.Module):
+    def __init__(self, cls):
+        super().__init__()
+        self.cls, self.p = cls, nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return nn.functional.one_hot(torch.full((len(x),), self.cls), 3).float()
+
+
+def test_evaluate_known_answer():
+    batches = [
+        (torch.zeros(4, 1), torch.tensor([0, 1, 1, 2])),
+        (torch.zeros(2, 1), torch.tensor([1, 1])),
+    ]
+    assert train.evaluate(Constant(1), batches) == pytest.approx(4 / 6)
+    with pytest.raises(ValueError, match="no examples"):
+        train.evaluate(Constant(1), [])
+
+
+def test_train_learns_and_calls_back():
+    train.set_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    data = blobs()
+    steps = []
+    opt, sched = train.sgd_onecycle(model, 3 * len(data), lr=0.1, weight_decay=0)
+    hist = train.train(
+        model,
+        data,
+        3,
+        opt,
+        sched,
+        test_loader=data,
+        device="cpu",
+        callback=lambda step, m: steps.append(step),
+        quiet=True,
+    )
+    assert steps == list(range(1, 3 * len(data) + 1))
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert hist[-1]["test_acc"] > 0.95 and hist[-1]["loss"] < hist[0]["loss"]
+
+
+def test_seeded_training_is_reproducible():
+    def run():
+        train.set_seed(1)
+        model = nn.Linear(2, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        train.train(model, blobs(), 1, opt, device="cpu", quiet=True)
+        return model.weight.detach().clone()
+
+    assert torch.equal(run(), run())
+
+
+def test_bad_arguments():
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="epochs"):
+        train.train(model, blobs(), -1, opt)
+    with pytest.raises(ValueError, match="positive"):
+        train.sgd_onecycle(model, 0, 0.1, 0.0)
+
+
+def test_quick_flag(monkeypatch):
+    monkeypatch.setenv("LWT_QUICK", "1")
+    assert train.is_quick()
+    monkeypatch.setenv("LWT_QUICK", "0")
+    assert not train.is_quick()
+    assert train.default_device().type in ("cpu", "cuda", "mps")
