@@ -1,0 +1,358 @@
+"""The measurement ledger: one honest way to measure every model in the course.
+
+Each quantity is measured, never derived from another:
+
+- parameters and nonzero parameters, of the *effective* weights (a pruned layer's
+  ``weight = weight_orig * weight_mask`` counts once, not twice);
+- MACs of one image, from ``torch.utils.flop_counter`` (MACs = FLOPs / 2);
+- bytes on disk: the exact size of ``torch.save(model.state_dict())`` (or of any
+  other file format, passed in), and of that file gzip-compressed;
+- CPU latency: median (and quartiles) over repeated runs after warm-up, with a fixed
+  thread count, at batch 1 and batch 64;
+- top-1 accuracy on a test loader (the full test set unless the caller subsets it).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .train import evaluate
+
+
+def effective_parameters(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """``(name, tensor)`` of every parameter as the forward pass sees it.
+
+    For a layer pruned with ``torch.nn.utils.prune`` this yields the masked
+    ``weight`` (not ``weight_orig`` and the mask buffer).
+    """
+    for mod_name, module in model.named_modules():
+        for name, p in module._parameters.items():
+            if p is None:
+                continue
+            if name.endswith("_orig") and isinstance(
+                getattr(module, name[:-5], None), Tensor
+            ):
+                name, p = name[:-5], getattr(module, name[:-5])
+            yield (f"{mod_name}.{name}" if mod_name else name), p
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of (effective) parameters: sum of ``numel`` over them."""
+    return sum(p.numel() for _, p in effective_parameters(model))
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Number of nonzero (effective) parameters."""
+    return sum(int(torch.count_nonzero(p)) for _, p in effective_parameters(model))
+
+
+def _check_shape(input_shape: tuple[int, ...]) -> None:
+    if not input_shape or any(int(s) <= 0 for s in input_shape):
+        raise ValueError(
+            f"input_shape must be positive sizes (C, H, W), got {input_shape}"
+        )
+
+
+@torch.no_grad()
+def flop_counts(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
+    """FLOPs of one image, per module path (``""`` is the whole model).
+
+    FLOPs count a multiply-add as 2, as ``torch.utils.flop_counter`` does.
+    """
+    _check_shape(input_shape)
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    out = {"": int(counter.get_total_flops())}
+    for key, ops in counter.get_flop_counts().items():
+        if key != "Global":
+            path = key.split(".", 1)[1] if "." in key else ""
+            out[path] = int(sum(ops.values()))
+    return out
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass of one image: FLOPs / 2."""
+    return flop_counts(model, input_shape)[""] // 2
+
+
+def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
+    """Per-layer rows ``{layer, type, params, macs}`` for every conv/linear layer."""
+    flops = flop_counts(model, input_shape)
+    rows = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            params = sum(p.numel() for p in module.parameters())
+            rows.append(
+                {
+                    "layer": name,
+                    "type": type(module).__name__,
+                    "params": params,
+                    "macs": flops.get(name, 0) // 2,
+                }
+            )
+    return rows
+
+
+def serialized_bytes(model: nn.Module) -> int:
+    """Exact size in bytes of the file ``torch.save(model.state_dict(), f)`` writes.
+
+    ``f`` is an open file object. Given a *path* instead, torch names the zip archive
+    inside after the file's stem, so the file grows or shrinks by a few bytes per
+    stored tensor with the length of its name ("archive" is used here).
+    """
+    return len(state_dict_bytes(model))
+
+
+def state_dict_bytes(model: nn.Module) -> bytes:
+    """The bytes of ``torch.save(model.state_dict())``."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getvalue()
+
+
+def gzip_bytes(payload: bytes) -> int:
+    """Size of ``payload`` after ``gzip`` at level 9 (deterministic: mtime 0)."""
+    return len(gzip.compress(payload, compresslevel=9, mtime=0))
+
+
+@contextmanager
+def num_threads(n: int):
+    """Temporarily fix torch's intra-op thread count."""
+    if n <= 0:
+        raise ValueError(f"threads must be >= 1, got {n}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@dataclass
+class Latency:
+    """Wall-clock latency of one call, in milliseconds."""
+
+    median_ms: float
+    q1_ms: float
+    q3_ms: float
+    samples_ms: list[float] = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"{self.median_ms:.2f} ms (IQR {self.q1_ms:.2f}-{self.q3_ms:.2f})"
+
+
+@torch.no_grad()
+def measure_latency(
+    fn: Callable[[Tensor], object] | nn.Module,
+    example: Tensor,
+    warmup: int = 5,
+    repeats: int = 30,
+    threads: int = 1,
+) -> Latency:
+    """Median latency of ``fn(example)`` over ``repeats`` runs after ``warmup`` runs.
+
+    Args:
+        fn: a model (put in eval mode) or any callable taking the batch.
+        example: the input batch, e.g. ``(64, 3, 32, 32)``.
+        warmup: untimed runs first (allocators, kernel selection, caches).
+        repeats: timed runs (>= 1); the median and quartiles are reported.
+        threads: torch intra-op threads during the measurement.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    if isinstance(fn, nn.Module):
+        fn.eval()
+    samples = []
+    with num_threads(threads):
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            fn(example)
+            if i >= warmup:
+                samples.append((time.perf_counter() - start) * 1e3)
+    q1, med, q3 = (
+        statistics.quantiles(samples, n=4) if len(samples) > 1 else samples * 3
+    )
+    return Latency(med, q1, q3, samples)
+
+
+@dataclass
+class Row:
+    """One ledger row. Accuracy is a fraction; sizes in bytes; latency in ms."""
+
+    name: str
+    accuracy: float | None
+    eval_images: int | None
+    params: int
+    nonzeros: int
+    macs: int
+    file_bytes: int
+    gzip_bytes: int
+    latency_b1: Latency
+    latency_b64: Latency
+
+
+class Ledger:
+    """Collects measured rows and shows them as a table and as plots.
+
+    Example:
+        >>> ledger = Ledger(input_shape=(1, 28, 28))
+        >>> ledger.measure("baseline", model, test_loader)
+        >>> print(ledger)
+    """
+
+    def __init__(
+        self, input_shape: tuple[int, ...], threads: int = 1, repeats: int = 30
+    ) -> None:
+        _check_shape(input_shape)
+        self.input_shape, self.threads, self.repeats = (
+            tuple(input_shape),
+            threads,
+            repeats,
+        )
+        self.rows: list[Row] = []
+
+    def measure(
+        self,
+        name: str,
+        model: nn.Module,
+        loader: Iterable[tuple[Tensor, Tensor]] | None = None,
+        payload: bytes | None = None,
+        forward: Callable[[Tensor], object] | None = None,
+    ) -> Row:
+        """Measure ``model`` and append a row.
+
+        Args:
+            name: row label.
+            model: the model (its effective weights are counted).
+            loader: test batches for accuracy (None: accuracy left blank).
+            payload: the bytes of the model's deployable file, when it is not a plain
+                ``torch.save`` state dict (a sparse or int8 format); default the
+                state dict's bytes.
+            forward: the callable to time (e.g. an ONNX Runtime session); default
+                ``model``.
+        """
+        model = model.cpu().eval()
+        payload = state_dict_bytes(model) if payload is None else payload
+        forward = forward or model
+        acc = n = None
+        if loader is not None:
+            seen: list[int] = []
+            counted = ((x, y) for x, y in loader if not seen.append(len(y)))
+            acc = evaluate(model if forward is model else _AsModule(forward), counted)
+            n = sum(seen)
+        lat = [
+            measure_latency(
+                forward,
+                torch.randn(b, *self.input_shape),
+                repeats=self.repeats,
+                threads=self.threads,
+            )
+            for b in (1, 64)
+        ]
+        row = Row(
+            name,
+            acc,
+            n,
+            count_params(model),
+            count_nonzero(model),
+            count_macs(model, self.input_shape),
+            len(payload),
+            gzip_bytes(payload),
+            lat[0],
+            lat[1],
+        )
+        self.rows.append(row)
+        return row
+
+    def records(self) -> list[dict[str, object]]:
+        """Rows as plain dicts with display units (%, KB, ms)."""
+        return [
+            {
+                "model": r.name,
+                "acc %": "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}",
+                "params": f"{r.params:,}",
+                "nonzero": f"{r.nonzeros:,}",
+                "MMACs": f"{r.macs / 1e6:.2f}",
+                "file KB": f"{r.file_bytes / 1e3:.1f}",
+                "gzip KB": f"{r.gzip_bytes / 1e3:.1f}",
+                "ms b1": f"{r.latency_b1.median_ms:.2f}",
+                "ms b64": f"{r.latency_b64.median_ms:.2f}",
+            }
+            for r in self.rows
+        ]
+
+    def to_markdown(self) -> str:
+        """The ledger as a Markdown table (as pasted into the README)."""
+        recs = self.records()
+        if not recs:
+            return "(empty ledger)"
+        head = list(recs[0])
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(str(r[h]) for h in head) + " |" for r in recs]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        recs = self.records()
+        if not recs:
+            return "(empty ledger)"
+        head = list(recs[0])
+        width = {h: max(len(h), *(len(str(r[h])) for r in recs)) for h in head}
+        lines = ["  ".join(h.rjust(width[h]) for h in head)]
+        lines += ["  ".join(str(r[h]).rjust(width[h]) for h in head) for r in recs]
+        note = f"latency: median of {self.repeats} runs, {self.threads} thread(s)"
+        return "\n".join(lines + [note])
+
+    def plot(self):  # noqa: ANN201 - returns a matplotlib Figure
+        """Accuracy vs file size and vs batch-64 latency, one point per row."""
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        rows = [r for r in self.rows if r.accuracy is not None]
+        for ax, xs, label in (
+            (axes[0], [r.file_bytes / 1e3 for r in rows], "file size (KB, log)"),
+            (
+                axes[1],
+                [r.latency_b64.median_ms for r in rows],
+                "latency, batch 64 (ms, log)",
+            ),
+        ):
+            ax.scatter(xs, [100 * r.accuracy for r in rows])
+            for x, r in zip(xs, rows, strict=True):
+                ax.annotate(
+                    r.name,
+                    (x, 100 * r.accuracy),
+                    fontsize=8,
+                    xytext=(4, 4),
+                    textcoords="offset points",
+                )
+            ax.set_xscale("log")
+            ax.set_xlabel(label)
+            ax.set_ylabel("test accuracy (%)")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        return fig
+
+
+class _AsModule(nn.Module):
+    """Wrap a callable so ``evaluate`` can run it like a model."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.as_tensor(self.fn(x))

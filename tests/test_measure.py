@@ -1,0 +1,96 @@
+import gzip
+import io
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from lwt import measure
+
+
+def test_macs_of_single_layers():
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    assert measure.count_macs(conv, (3, 10, 10)) == 8 * 10 * 10 * 3 * 3 * 3
+    assert measure.count_macs(nn.Conv2d(3, 8, 3, stride=2), (3, 9, 9)) == 8 * 4 * 4 * 27
+    assert measure.count_macs(nn.Linear(10, 5), (10,)) == 50
+    grouped = nn.Conv2d(8, 8, 3, padding=1, groups=8)  # depthwise: 1/8 of dense
+    assert measure.count_macs(grouped, (8, 6, 6)) == 8 * 6 * 6 * 9
+
+
+def test_layer_table():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 2))
+    rows = measure.layer_table(model, (1, 6, 6))  # conv out: (4, 4, 4) = 64 features
+    assert [(r["layer"], r["params"], r["macs"]) for r in rows] == [
+        ("0", 40, 4 * 16 * 9),
+        ("3", 130, 128),
+    ]
+
+
+def test_params_and_nonzeros_with_prune_hooks():
+    model = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 2))
+    assert measure.count_params(model) == 132
+    prune.l1_unstructured(model[0], "weight", amount=0.3)
+    assert measure.count_params(model) == 132  # weight_orig + mask count once
+    assert measure.count_nonzero(model) == 132 - 30
+    names = [n for n, _ in measure.effective_parameters(model)]
+    assert names == ["0.bias", "0.weight", "1.weight", "1.bias"]
+
+
+def test_bytes_of_known_state_dict(tmp_path):
+    model = nn.Linear(1000, 100)  # 100,100 float32 = 400,400 bytes of tensor data
+    n = measure.serialized_bytes(model)
+    assert 400_400 < n < 400_400 + 4096  # plus zip headers and the pickled structure
+    with open(tmp_path / "any_name.pt", "wb") as f:
+        torch.save(model.state_dict(), f)
+    assert (tmp_path / "any_name.pt").stat().st_size == n
+    payload = measure.state_dict_bytes(model)
+    assert measure.gzip_bytes(payload) == len(gzip.compress(payload, 9, mtime=0))
+    assert torch.equal(
+        torch.load(io.BytesIO(payload), weights_only=True)["weight"], model.weight
+    )
+
+
+def test_zeros_compress():
+    model = nn.Linear(1000, 100)
+    dense = measure.gzip_bytes(measure.state_dict_bytes(model))
+    with torch.no_grad():
+        model.weight.zero_()
+    assert measure.gzip_bytes(measure.state_dict_bytes(model)) < dense / 10
+
+
+def test_latency_and_threads():
+    before = torch.get_num_threads()
+    lat = measure.measure_latency(
+        nn.Linear(10, 10), torch.randn(4, 10), warmup=1, repeats=5, threads=1
+    )
+    assert len(lat.samples_ms) == 5 and lat.q1_ms <= lat.median_ms <= lat.q3_ms
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="repeats"):
+        measure.measure_latency(nn.Linear(1, 1), torch.randn(1, 1), repeats=0)
+    with pytest.raises(ValueError, match="threads"):
+        with measure.num_threads(0):
+            pass
+
+
+def test_ledger_rows_and_table():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    batches = [(torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,))) for _ in range(2)]
+    ledger = measure.Ledger((1, 2, 2), repeats=3)
+    row = ledger.measure("tiny", model, batches)
+    assert row.eval_images == 10 and 0 <= row.accuracy <= 1
+    assert row.params == 15 and row.macs == 12
+    assert row.file_bytes == measure.serialized_bytes(model)
+    custom = ledger.measure("custom file", model, payload=b"x" * 100)
+    assert custom.file_bytes == 100 and custom.accuracy is None
+    md = ledger.to_markdown()
+    assert md.count("\n") == 3 and "| tiny |" in md
+    assert "tiny" in str(ledger) and "median of 3 runs" in str(ledger)
+    assert ledger.plot() is not None
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match="input_shape"):
+        measure.count_macs(nn.Linear(1, 1), (0,))
+    with pytest.raises(ValueError, match="input_shape"):
+        measure.Ledger((-1, 28, 28))
