@@ -1,0 +1,123 @@
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lwt import data, models, train, zoo
+
+TARGETS = {"lenet300": 0.982, "lenet5": 0.991, "resnet20": 0.900}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A fresh lenet300 checkpoint written by save_checkpoint into tmp_path."""
+    model = models.create_model("lenet300")
+    entry = zoo.save_checkpoint("lenet300", model, 0.5, 1, 2.0, tmp_path)
+    return tmp_path, model, entry
+
+
+def test_save_and_load_roundtrip(saved):
+    folder, model, entry = saved
+    assert entry["sha256"] == zoo.sha256_of(folder / "lenet300.pt")
+    assert entry["bytes"] == (folder / "lenet300.pt").stat().st_size
+    assert zoo.read_manifest(folder)["lenet300"]["test_accuracy"] == 0.5
+    loaded = zoo.load_pretrained("lenet300", folder)
+    assert not loaded.training
+    pairs = zip(model.state_dict().values(), loaded.state_dict().values(), strict=True)
+    for a, b in pairs:
+        assert torch.equal(a, b)
+
+
+def test_corrupted_checkpoint_is_refused(saved):
+    folder, _, _ = saved
+    raw = bytearray((folder / "lenet300.pt").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (folder / "lenet300.pt").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="sha256"):
+        zoo.load_pretrained("lenet300", folder)
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_tampered_checkpoint_with_matching_hash_cannot_run_code(saved, monkeypatch):
+    folder, _, _ = saved
+    monkeypatch.chdir(folder)
+    torch.save({"fc1.weight": Evil()}, folder / "lenet300.pt")
+    manifest = zoo.read_manifest(folder)
+    manifest["lenet300"]["sha256"] = zoo.sha256_of(folder / "lenet300.pt")
+    (folder / zoo.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(pickle.UnpicklingError):
+        zoo.load_pretrained("lenet300", folder)
+    assert not (folder / "pwned").exists()
+
+
+def test_missing_and_unknown(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m lwt.zoo train lenet5"):
+        zoo.load_pretrained("lenet5", tmp_path)
+    with pytest.raises(ValueError, match="unknown"):
+        zoo.load_pretrained("alexnet")
+    with pytest.raises(ValueError, match="unknown"):
+        zoo.train_baseline("alexnet")
+
+
+def test_checkpoint_dir_env(monkeypatch, tmp_path, saved):
+    folder, _, _ = saved
+    monkeypatch.setenv("LWT_CHECKPOINT_DIR", str(folder))
+    assert zoo.checkpoint_dir() == folder
+    assert isinstance(zoo.load_pretrained("lenet300"), models.LeNet300100)
+
+
+def test_train_baseline_quick_run(tmp_path):
+    try:
+        model, acc, hist = zoo.train_baseline(
+            "lenet300", epochs=1, subset=512, quiet=True
+        )
+    except FileNotFoundError:
+        pytest.skip("MNIST not available")
+    assert len(hist) == 1 and 0.0 <= acc <= 1.0
+    assert acc > 0.5  # 1 epoch on 512 images already beats chance by far
+
+
+def test_cli_list():
+    out = subprocess.run(
+        [sys.executable, "-m", "lwt.zoo", "list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert json.loads(out) == zoo.read_manifest()
+
+
+def test_manifest_records_recipe():
+    for name, entry in zoo.read_manifest().items():
+        assert entry["recipe"] == zoo.RECIPES[name].__dict__
+        assert entry["epochs"] == zoo.RECIPES[name].epochs
+        assert entry["command"] == f"python -m lwt.zoo train {name}"
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_shipped_checkpoint_verifies_and_reaches_target(name):
+    entry = zoo.read_manifest().get(name)
+    assert entry is not None, f"{name} checkpoint is not shipped"
+    model = zoo.load_pretrained(name)
+    try:
+        test = data.load_dataset(models.dataset_of(name), train=False, download=False)
+    except FileNotFoundError:
+        pytest.skip("dataset not available (set LWT_DATA_DIR)")
+    acc = train.evaluate(model, data.BatchLoader(test, 500))
+    assert acc >= TARGETS[name]
+    assert acc == pytest.approx(entry["test_accuracy"], abs=1e-4)
+
+
+def test_copied_folder_still_verifies(tmp_path):
+    shutil.copytree(zoo.checkpoint_dir(), tmp_path / "ck")
+    for name in zoo.read_manifest(tmp_path / "ck"):
+        zoo.load_pretrained(name, tmp_path / "ck")
