@@ -214,3 +214,24 @@ def test_real_cifar10_and_subset():
     sub = data.load_dataset("cifar10", False, subset=100, seed=1, download=False)
     again = data.load_dataset("cifar10", False, subset=100, seed=1, download=False)
     assert len(sub) == 100 and torch.equal(sub.labels, again.labels)
+
+
+def test_get_loaders_real_mnist():
+    try:
+        tr, te = data.get_loaders("mnist", batch_size=64, subset=256, test_subset=100)
+    except FileNotFoundError:
+        pytest.skip("MNIST not available")
+    assert (len(tr.data), len(te.data), tr.batch_size, te.batch_size) == (
+        256,
+        100,
+        64,
+        256,
+    )
+    assert tr.shuffle and not tr.augment and not te.shuffle
+    x, y = next(iter(tr))
+    assert (
+        x.shape == (64, 1, 28, 28)
+        and x.dtype == torch.float32
+        and y.dtype == torch.int64
+    )
+    assert abs(float(x.mean())) < 0.3  # normalised with the training mean/std

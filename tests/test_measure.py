@@ -94,3 +94,18 @@ def test_bad_shapes():
         measure.count_macs(nn.Linear(1, 1), (0,))
     with pytest.raises(ValueError, match="input_shape"):
         measure.Ledger((-1, 28, 28))
+
+
+def test_ledger_times_and_scores_a_custom_forward():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    calls = []
+
+    def deployed(x):  # e.g. an exported runtime: returns logits as numpy or tensor
+        calls.append(len(x))
+        return model(x).detach().numpy()
+
+    batches = [(torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,)))]
+    ledger = measure.Ledger((1, 2, 2), repeats=2)
+    row = ledger.measure("deployed", model, batches, forward=deployed)
+    assert row.accuracy == measure.evaluate(model, batches)
+    assert 5 in calls and 64 in calls and 1 in calls  # evaluated and timed at b1, b64

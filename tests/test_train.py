@@ -79,3 +79,16 @@ def test_quick_flag(monkeypatch):
     monkeypatch.setenv("LWT_QUICK", "0")
     assert not train.is_quick()
     assert train.default_device().type in ("cpu", "cuda", "mps")
+
+
+def test_onecycle_schedule_values():
+    model = nn.Linear(2, 2)
+    opt, sched = train.sgd_onecycle(model, 100, lr=0.4, weight_decay=0, pct_start=0.2)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.4 / 25)
+    assert max(lrs) == pytest.approx(0.4, rel=1e-3) and lrs.index(max(lrs)) in (19, 20)
+    assert lrs[-1] < 1e-3

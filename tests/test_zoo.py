@@ -78,12 +78,12 @@ def test_checkpoint_dir_env(monkeypatch, tmp_path, saved):
 def test_train_baseline_quick_run(tmp_path):
     try:
         model, acc, hist = zoo.train_baseline(
-            "lenet300", epochs=1, subset=512, quiet=True
+            "lenet300", epochs=1, subset=4096, quiet=True
         )
     except FileNotFoundError:
         pytest.skip("MNIST not available")
     assert len(hist) == 1 and 0.0 <= acc <= 1.0
-    assert acc > 0.5  # 1 epoch on 512 images already beats chance by far
+    assert acc > 0.7  # 32 steps on 4096 images already beat chance (0.1)
 
 
 def test_cli_list():
