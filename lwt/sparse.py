@@ -1,0 +1,85 @@
+"""Sparse storage: the honest file size of a pruned model.
+
+A pruned model kept as a dense state dict stores every zero as 4 bytes (and with
+``torch.nn.utils.prune`` masks attached, twice over). Here each mostly-zero tensor is
+stored as a bitmask of its nonzeros (1 bit per weight) plus the nonzero values, as in
+Deep Compression's sparse storage (Han, Mao, Dally. ICLR 2016), which uses relative
+indices instead of a bitmask. The round trip is bit-exact, and the file loads with
+``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+def to_sparse_state(model: nn.Module, min_sparsity: float = 0.5) -> dict[str, Tensor]:
+    """State dict where each float tensor with ≥ ``min_sparsity`` zeros is a bitmask.
+
+    Such a tensor ``w`` becomes ``name.__mask`` (uint8, ``np.packbits`` of ``w != 0``,
+    1 bit per weight), ``name.__values`` (the nonzeros, in order) and ``name.__shape``.
+    Cost: ``n/8 + 4·nnz`` bytes instead of ``4·n``. Masks are folded in first.
+    """
+    out: dict[str, Tensor] = {}
+    for name, t in _effective_state(model).items():
+        nz = t != 0
+        if (
+            t.is_floating_point()
+            and t.numel()
+            and 1 - nz.float().mean() >= min_sparsity
+        ):
+            bits = np.packbits(nz.flatten().numpy())
+            out[name + ".__mask"] = torch.from_numpy(bits)
+            out[name + ".__values"] = t[nz].clone()
+            out[name + ".__shape"] = torch.tensor(t.shape)
+        else:
+            out[name] = t
+    return out
+
+
+def _effective_state(model: nn.Module) -> dict[str, Tensor]:
+    state = {}
+    for key, t in model.state_dict().items():
+        if key.endswith("_mask"):
+            continue
+        if key.endswith("_orig"):
+            key = key[:-5]
+            t = model.get_submodule(key.rsplit(".", 1)[0]).weight.detach()
+        state[key] = t.detach().clone()
+    return state
+
+
+def from_sparse_state(sparse: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Inverse of :func:`to_sparse_state`: a dense state dict, bit-exact."""
+    dense = {}
+    for key, t in sparse.items():
+        if key.endswith(".__mask"):
+            name = key[: -len(".__mask")]
+            shape = tuple(sparse[name + ".__shape"].tolist())
+            n = int(np.prod(shape))
+            nz = torch.from_numpy(np.unpackbits(t.numpy(), count=n).astype(bool))
+            values = sparse[name + ".__values"]
+            w = torch.zeros(n, dtype=values.dtype)
+            w[nz] = values
+            dense[name] = w.view(shape)
+        elif not key.endswith((".__values", ".__shape")):
+            dense[key] = t
+    return dense
+
+
+def sparse_bytes(model: nn.Module, min_sparsity: float = 0.5) -> bytes:
+    """The bytes of ``torch.save(to_sparse_state(model))``: the honest sparse file."""
+    buf = io.BytesIO()
+    torch.save(to_sparse_state(model, min_sparsity), buf)
+    return buf.getvalue()
+
+
+def load_sparse(payload: bytes, model: nn.Module) -> nn.Module:
+    """Load a :func:`sparse_bytes` file into an unpruned ``model`` of the same shape."""
+    sparse = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    model.load_state_dict(from_sparse_state(sparse))
+    return model

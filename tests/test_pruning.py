@@ -1,0 +1,113 @@
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from lwt import pruning, train
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(20, 50), nn.ReLU(), nn.Linear(50, 10))
+
+
+def kept(model):
+    return {r["layer"]: r["kept"] for r in pruning.sparsity_report(model)}
+
+
+def test_exact_sparsity_per_layer():
+    model = pruning.magnitude_prune(mlp(), {"0": 0.9, "2": 0.3})
+    assert kept(model) == {"0": 0.1, "2": 0.7, "total": (100 + 350) / 1500}
+    assert prune.is_pruned(model[0]) and hasattr(model[0], "weight_orig")
+    # the smallest |w| went: every pruned weight is <= every kept one
+    w, mask = model[0].weight_orig.detach().abs(), model[0].weight_mask.bool()
+    assert w[~mask].max() <= w[mask].min()
+
+
+def test_repruning_is_a_target_and_never_regrows():
+    model = pruning.magnitude_prune(mlp(), 0.5)
+    pruning.magnitude_prune(model, 0.8)
+    assert kept(model)["total"] == pytest.approx(0.2)
+    pruning.magnitude_prune(model, 0.3)  # below current sparsity: nothing comes back
+    assert kept(model)["total"] == pytest.approx(0.2)
+
+
+def test_han_threshold():
+    model = nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.1, -0.2, 1.0, -2.0]]))
+    std = model.weight.detach().std()  # 1.0155
+    pruning.han_prune(model, 1.0) if False else pruning.han_prune(
+        nn.Sequential(model), 1.0
+    )
+    assert torch.equal(model.weight_mask, (model.weight_orig.abs() >= std).float())
+    assert model.weight_mask.tolist() == [[0.0, 0.0, 0.0, 1.0]]
+
+
+def test_global_threshold_reaches_total_sparsity():
+    model = pruning.global_magnitude_prune(mlp(), 0.75)
+    assert kept(model)["total"] == pytest.approx(0.25, abs=1 / 1500)
+    assert kept(model)["0"] != kept(model)["2"]  # one threshold, different layer rates
+
+
+def test_make_permanent_keeps_zeros_and_drops_hooks():
+    model = pruning.make_permanent(pruning.magnitude_prune(mlp(), 0.6))
+    assert not any(prune.is_pruned(m) for m in model)
+    assert sorted(model.state_dict()) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    assert kept(model)["total"] == pytest.approx(0.4)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        pruning.magnitude_prune(mlp(), 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        pruning.magnitude_prune(mlp(), {"0": -0.1})
+    with pytest.raises(ValueError, match="not conv/linear"):
+        pruning.magnitude_prune(mlp(), {"1": 0.5})
+    with pytest.raises(TypeError, match="Conv2d/Linear"):
+        pruning.set_mask(nn.BatchNorm2d(3), torch.ones(3))
+    with pytest.raises(ValueError, match="frequency"):
+        pruning.zhu_gupta_sparsity(0, 0.5, 0, 0, 1)
+    with pytest.raises(ValueError, match="quality"):
+        pruning.han_prune(mlp(), {"0": -1.0})
+
+
+def test_zhu_gupta_values():
+    s = [
+        pruning.zhu_gupta_sparsity(t, 0.9, 100, 10, 10, 0.1)
+        for t in (0, 100, 150, 200, 500)
+    ]
+    assert s == pytest.approx([0.1, 0.1, 0.9 - 0.8 * 0.5**3, 0.9, 0.9])
+
+
+def test_gradual_pruning_callback_in_train_loop():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 20), torch.randint(0, 10, (64,))
+    batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 64, 8)]  # 8 steps/epoch
+    model = mlp()
+    cb = pruning.GradualPruning(final=0.8, begin=2, frequency=4, n_prunes=5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    train.train(model, batches, 3, opt, callback=cb, device="cpu", quiet=True)
+    assert [s for s, _ in cb.history] == [2, 6, 10, 14, 18, 22]
+    assert cb.history[-1][1] == pytest.approx(0.8)
+    assert kept(model)["total"] == pytest.approx(0.2, abs=1e-3)
+
+
+def test_iterative_prune_keeps_pruned_weights_zero():
+    torch.manual_seed(0)
+    batches = [(torch.randn(16, 20), torch.randint(0, 10, (16,))) for _ in range(4)]
+    model = mlp()
+    hist = pruning.iterative_prune(model, batches, [0.5, 0.7], 2, lr=0.01)
+    assert len(hist) == 4 and kept(model)["total"] == pytest.approx(0.3)
+    assert torch.equal(model[0].weight == 0, model[0].weight_mask == 0)
+
+
+def test_sensitivity_scan_and_rule():
+    torch.manual_seed(0)
+    batches = [(torch.randn(32, 20), torch.randint(0, 10, (32,)))]
+    scan = pruning.sensitivity_scan(mlp(), batches, [0.0, 0.5, 0.9])
+    assert set(scan) == {"0", "2"} and all(len(v) == 3 for v in scan.values())
+    rule = pruning.sparsities_from_scan(
+        {"a": [0.9, 0.89, 0.5], "b": [0.9, 0.7, 0.6]}, [0.0, 0.5, 0.9], 0.9, 0.02
+    )
+    assert rule == {"a": 0.5, "b": 0.0}
