@@ -232,17 +232,20 @@ class GradualPruning:
 
 def iterative_prune(
     model: nn.Module,
-    loader: Iterable,
+    loader: Sequence,
     schedule: Sequence[Amounts],
     epochs_per_step: int,
     lr: float,
     weight_decay: float = 0.0,
+    anneal: bool = False,
     quiet: bool = True,
 ) -> list[dict[str, float]]:
     """Han et al. 2015: prune to each sparsity of ``schedule``, then retrain.
 
-    Retraining uses SGD with momentum at a fixed ``lr`` (Han: 1/10 of the original
-    rate); masks keep pruned weights at zero. Returns the training history.
+    Retraining uses SGD with momentum at ``lr`` (Han: 1/10 of the original rate),
+    fixed, or with ``anneal=True`` cosine-annealed to 0 within each step (as in
+    learning-rate rewinding, Renda et al. 2020). Masks keep pruned weights at zero.
+    Returns the training history.
     """
     if epochs_per_step < 0 or lr <= 0:
         raise ValueError(
@@ -254,7 +257,13 @@ def iterative_prune(
         opt = torch.optim.SGD(
             model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
         )
-        history += training.train(model, loader, epochs_per_step, opt, quiet=quiet)
+        steps = max(epochs_per_step * len(loader), 1)
+        sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
+        )
+        history += training.train(
+            model, loader, epochs_per_step, opt, sched, quiet=quiet
+        )
     return history
 
 

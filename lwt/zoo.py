@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import data, models, train
+from . import data, models, pipelines, train
 
 MANIFEST = "manifest.json"
 
@@ -45,6 +45,28 @@ RECIPES: dict[str, Recipe] = {
     "lenet5": Recipe(epochs=15, batch_size=128, lr=0.05, weight_decay=5e-4),
     "resnet20": Recipe(epochs=40, batch_size=128, lr=0.15, weight_decay=5e-4),
 }
+
+
+def names() -> list[str]:
+    """Every shippable checkpoint: the baselines, then the pipelines' results."""
+    return [*RECIPES, *pipelines.PIPELINES]
+
+
+def _check(name: str) -> None:
+    if name not in names():
+        raise ValueError(f"pretrained name {name!r} unknown; choose from {names()}")
+
+
+def architecture(name: str) -> nn.Module:
+    """A fresh model with the shapes of checkpoint ``name``."""
+    _check(name)
+    return models.create_model(name) if name in RECIPES else pipelines.build(name)
+
+
+def base_of(name: str) -> str:
+    """The baseline a checkpoint derives from (itself for a baseline)."""
+    _check(name)
+    return name if name in RECIPES else pipelines.PIPELINES[name].base
 
 
 def checkpoint_dir() -> Path:
@@ -72,7 +94,8 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
     """Load a shipped baseline, after checking its sha256 against the manifest.
 
     Args:
-        name: a key of ``RECIPES`` (``lenet300``, ``lenet5``, ``resnet20``).
+        name: a baseline (``lenet300``, ``lenet5``, ``resnet20``) or a pipeline
+            result (``lenet5-pruned``, ...): see :func:`names`.
         directory: checkpoint folder (default :func:`checkpoint_dir`).
 
     Returns:
@@ -82,10 +105,7 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
         ValueError: unknown name, or the file's sha256 differs from the manifest.
         FileNotFoundError: no manifest entry or no file (says how to reproduce it).
     """
-    if name not in RECIPES:
-        raise ValueError(
-            f"pretrained name {name!r} unknown; choose from {sorted(RECIPES)}"
-        )
+    _check(name)
     directory = Path(directory) if directory is not None else checkpoint_dir()
     entry = read_manifest(directory).get(name)
     path = directory / (entry["file"] if entry else f"{name}.pt")
@@ -101,7 +121,7 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
             f"({entry['sha256'][:12]}…): corrupted or tampered checkpoint"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = models.create_model(name)
+    model = architecture(name)
     model.load_state_dict(state)
     return model.eval()
 
@@ -130,6 +150,23 @@ def train_baseline(
     return model, train.evaluate(model, te, "cpu"), history
 
 
+def make_checkpoint(
+    name: str, epochs: int | None = None
+) -> tuple[nn.Module, float, int]:
+    """Train a baseline, or run a pipeline on its shipped baseline.
+
+    Returns:
+        ``(model, full test-set accuracy, epochs)``.
+    """
+    if name in RECIPES:
+        model, acc, hist = train_baseline(name, epochs)
+        return model, acc, len(hist)
+    _check(name)
+    model = pipelines.run(name, load_pretrained(base_of(name)), quiet=False)
+    _, test = data.get_loaders(models.dataset_of(base_of(name)))
+    return model, train.evaluate(model, test), pipelines.PIPELINES[name].epochs
+
+
 def save_checkpoint(
     name: str,
     model: nn.Module,
@@ -149,8 +186,8 @@ def save_checkpoint(
         "bytes": path.stat().st_size,
         "test_accuracy": round(accuracy, 4),
         "epochs": epochs,
-        "recipe": asdict(RECIPES[name]),
-        "dataset": models.dataset_of(name),
+        "recipe": asdict(RECIPES[name]) if name in RECIPES else pipelines.recipe(name),
+        "dataset": models.dataset_of(base_of(name)),
         "train_seconds": round(seconds),
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {train.default_device().type}",
@@ -169,8 +206,8 @@ def _main(argv: list[str] | None = None) -> None:
         prog="python -m lwt.zoo", description=__doc__.split("\n")[0]
     )
     sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train a baseline from scratch and ship it")
-    t.add_argument("name", choices=sorted(RECIPES))
+    t = sub.add_parser("train", help="make a checkpoint from scratch and ship it")
+    t.add_argument("name", choices=names())
     t.add_argument("--epochs", type=int, help="override the recipe (for trials)")
     t.add_argument(
         "--out", type=Path, help="checkpoint folder (default data/checkpoints)"
@@ -180,9 +217,9 @@ def _main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.cmd == "train":
         start = time.perf_counter()
-        model, acc, hist = train_baseline(args.name, args.epochs)
+        model, acc, epochs = make_checkpoint(args.name, args.epochs)
         entry = save_checkpoint(
-            args.name, model, acc, len(hist), time.perf_counter() - start, args.out
+            args.name, model, acc, epochs, time.perf_counter() - start, args.out
         )
         print(json.dumps(entry, indent=2))
     elif args.cmd == "list":
@@ -190,7 +227,7 @@ def _main(argv: list[str] | None = None) -> None:
     else:
         for name, entry in read_manifest().items():
             model = load_pretrained(name)
-            _, te = data.get_loaders(models.dataset_of(name))
+            _, te = data.get_loaders(models.dataset_of(base_of(name)))
             acc = train.evaluate(model, te)
             print(
                 f"{name}: sha256 ok, test accuracy {acc:.4f} "

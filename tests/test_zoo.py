@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from lwt import data, models, train, zoo
+from lwt import data, models, pipelines, train, zoo
 
 TARGETS = {"lenet300": 0.982, "lenet5": 0.991, "resnet20": 0.900}
 
@@ -98,8 +98,11 @@ def test_cli_list():
 
 def test_manifest_records_recipe():
     for name, entry in zoo.read_manifest().items():
-        assert entry["recipe"] == zoo.RECIPES[name].__dict__
-        assert entry["epochs"] == zoo.RECIPES[name].epochs
+        if name in zoo.RECIPES:
+            assert entry["recipe"] == zoo.RECIPES[name].__dict__
+            assert entry["epochs"] == zoo.RECIPES[name].epochs
+        else:
+            assert entry["recipe"] == pipelines.recipe(name)
         assert entry["command"] == f"python -m lwt.zoo train {name}"
 
 
