@@ -14,8 +14,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+# Jupyter refuses to run as root (containers, cloud VMs) unless told it may.
+LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
+
 lab: $(STAMP)  ## start JupyterLab on the course notebooks
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_FLAGS)
 
 test: $(STAMP)  ## unit tests + every notebook under nbval, in quick mode
 	LWT_QUICK=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
