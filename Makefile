@@ -29,6 +29,7 @@ unit: $(STAMP)  ## unit tests only
 
 notebooks: $(STAMP)  ## re-execute every notebook in full (non-quick) mode and strip metadata
 	$(PY) .ci/execute_notebooks.py notebooks/*.ipynb
+	$(PY) .ci/readme_results.py
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from lwt import data, models, pipelines, train, zoo
+from lwt import data, measure, models, pipelines, train, zoo
 
 TARGETS = {"lenet300": 0.982, "lenet5": 0.991, "resnet20": 0.900}
 
@@ -124,3 +124,24 @@ def test_copied_folder_still_verifies(tmp_path):
     shutil.copytree(zoo.checkpoint_dir(), tmp_path / "ck")
     for name in zoo.read_manifest(tmp_path / "ck"):
         zoo.load_pretrained(name, tmp_path / "ck")
+
+
+@pytest.mark.parametrize("name", sorted(pipelines.PIPELINES))
+def test_shipped_pipeline_checkpoint_verifies_and_is_compressed(name):
+    entry = zoo.read_manifest().get(name)
+    assert entry is not None, f"{name} checkpoint is not shipped"
+    model = zoo.load_pretrained(name)
+    base = models.create_model(zoo.base_of(name))
+    shape = models.input_shape_of(zoo.base_of(name))
+    if pipelines.PIPELINES[name].method == "iterative":
+        assert measure.count_params(model) / measure.count_nonzero(model) >= 12
+    else:
+        assert measure.count_macs(base, shape) / measure.count_macs(model, shape) >= 1.5
+    try:
+        test = data.load_dataset(
+            models.dataset_of(zoo.base_of(name)), False, download=False
+        )
+    except FileNotFoundError:
+        pytest.skip("dataset not available (set LWT_DATA_DIR)")
+    acc = train.evaluate(model, data.BatchLoader(test, 500))
+    assert acc == pytest.approx(entry["test_accuracy"], abs=1e-4)

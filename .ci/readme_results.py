@@ -1,0 +1,57 @@
+"""Fill README's results table from the executed notebooks' own ledger output.
+
+Each notebook prints its ledger as Markdown in a cell that starts with the comment
+``# README results``. The rows (first occurrence of each model wins, in notebook
+order) replace the text between the README markers, so the README shows only what
+a committed, executed notebook measured.
+
+Usage: python .ci/readme_results.py   (run by ``make notebooks``)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def ledger_rows(path: Path) -> tuple[str, list[str]]:
+    header, rows = "", []
+    for cell in json.loads(path.read_text())["cells"]:
+        if not "".join(cell.get("source", "")).startswith("# README results"):
+            continue
+        for out in cell.get("outputs", []):
+            for line in "".join(out.get("text", "")).splitlines():
+                if line.startswith("| model |"):
+                    header = line
+                elif line.startswith("| ") and not line.startswith("|---"):
+                    rows.append(line)
+    return header, rows
+
+
+def main() -> None:
+    header, seen, table = "", set(), []
+    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        head, rows = ledger_rows(nb)
+        header = header or head
+        for row in rows:
+            model = row.split("|")[1].strip()
+            if model not in seen:
+                seen.add(model)
+                table.append(f"| {nb.name[:2]} {row}")
+    if not table:
+        raise SystemExit("no '# README results' ledger output found in notebooks/")
+    cols = header.count("|") - 1
+    lines = [f"| nb {header}", "|---" * (cols + 1) + "|", *table]
+    readme = (ROOT / "README.md").read_text()
+    before, rest = readme.split(START)
+    after = rest.split(END)[1]
+    body = "\n".join(lines)
+    (ROOT / "README.md").write_text(f"{before}{START}\n{body}\n{END}{after}")
+    print(f"README: {len(table)} result rows")
+
+
+if __name__ == "__main__":
+    main()
