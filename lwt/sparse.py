@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import measure
+
 
 def to_sparse_state(model: nn.Module, min_sparsity: float = 0.5) -> dict[str, Tensor]:
     """State dict where each float tensor with ≥ ``min_sparsity`` zeros is a bitmask.
@@ -42,14 +44,14 @@ def to_sparse_state(model: nn.Module, min_sparsity: float = 0.5) -> dict[str, Te
 
 
 def _effective_state(model: nn.Module) -> dict[str, Tensor]:
+    """State dict with prune masks folded in (via ``measure.effective_parameters``)."""
+    params = dict(measure.effective_parameters(model))
     state = {}
     for key, t in model.state_dict().items():
-        if key.endswith("_mask"):
-            continue
-        if key.endswith("_orig"):
-            key = key[:-5]
-            t = model.get_submodule(key.rsplit(".", 1)[0]).weight.detach()
-        state[key] = t.detach().clone()
+        name = key[:-5] if key.endswith(("_orig", "_mask")) else key
+        if key.endswith("_mask") and name in params:
+            continue  # a prune mask: already folded into the effective parameter
+        state[name] = params.get(name, t).detach().clone()
     return state
 
 
