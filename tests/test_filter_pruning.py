@@ -86,3 +86,12 @@ def test_bad_inputs():
         fp.prune_resnet_blocks(models.LeNet5(), 0.5)
     with pytest.raises(ValueError, match="not BasicBlocks"):
         fp.prune_resnet_blocks(models.CifarResNet(20), {"layer9.0": 0.5})
+
+
+def test_multiple_of_rounds_kept_widths():
+    conv = nn.Conv2d(3, 64, 3)
+    assert len(fp.smallest_l1_removed(conv, 0.4)) == 38
+    assert len(fp.smallest_l1_removed(conv, 0.4, multiple_of=8)) == 40
+    assert len(fp.smallest_l1_removed(conv, 0.95, multiple_of=8)) == 8
+    with pytest.raises(ValueError, match="multiple_of"):
+        fp.smallest_l1_removed(conv, 0.4, multiple_of=0)
