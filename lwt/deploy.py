@@ -1,0 +1,203 @@
+"""Deployment: run a model on real int8 kernels with ONNX Runtime.
+
+Fake quantization only *simulates* int8 in float. To get the smaller file and the
+speed, the model is exported to ONNX (``torch.onnx.export``) and quantized with
+ONNX Runtime's static quantizer: weights stored as int8 per output channel, biases as
+int32, activation ranges calibrated on a few hundred images, written in the QDQ
+format (QuantizeLinear/DequantizeLinear pairs around each op), which ONNX Runtime
+fuses into integer kernels (QLinearConv, QGemm, ...) when it loads the model.
+ONNX Runtime is the field's standard portable int8 CPU runtime; torch's own int8
+path (``torch.ao.quantization``) is deprecated.
+
+References: ONNX Runtime, "Quantize ONNX models"
+(https://onnxruntime.ai/docs/performance/model-optimizations/quantization.html).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+def export_onnx(
+    model: nn.Module, input_shape: tuple[int, ...], path: str | Path
+) -> Path:
+    """Export ``model`` (eval mode, CPU) to ONNX with a dynamic batch dimension.
+
+    Args:
+        model: the model; fake-quantized models export as Q/DQ nodes.
+        input_shape: one example's shape, e.g. ``(3, 32, 32)``.
+        path: the ``.onnx`` file to write.
+    """
+    path = Path(path)
+    example = torch.randn(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model.cpu().eval(),
+            (example,),
+            dynamic_shapes=({0: batch},),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamo=True,
+            verbose=False,
+        )
+        program.save(str(path))
+    return strip(path)
+
+
+def strip(path: str | Path) -> Path:
+    """Drop what inference does not need from an ONNX file, in place: the
+    intermediate shapes (``value_info``, re-inferred at load) and per-node debug
+    metadata (the exporter's source locations)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.graph.value_info[:]
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    onnx.save(model, str(path))
+    return Path(path)
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over batches of images."""
+
+    def __init__(self, name: str, batches: Iterable) -> None:
+        self.name, self.batches = name, iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self.batches, None)
+        if batch is None:
+            return None
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return {self.name: x.numpy()}
+
+
+def quantize_onnx(
+    fp32: str | Path,
+    out: str | Path,
+    calibration: Iterable,
+    per_channel: bool = True,
+    method: str = "minmax",
+) -> Path:
+    """ONNX Runtime static int8 quantization of an exported float model.
+
+    Weights: int8, symmetric, per channel; activations: uint8, asymmetric, per
+    tensor, ranges from ``calibration`` (batches of inputs or (input, label)
+    pairs); QDQ format.
+
+    Args:
+        fp32: the float ``.onnx`` file (from ``export_onnx``).
+        out: the int8 ``.onnx`` file to write.
+        calibration: a few hundred images in batches.
+        per_channel: per-channel weight scales.
+        method: calibration: ``"minmax"``, ``"percentile"`` or ``"entropy"``.
+    """
+    from onnxruntime import quantization as oq
+
+    methods = {
+        "minmax": oq.CalibrationMethod.MinMax,
+        "percentile": oq.CalibrationMethod.Percentile,
+        "entropy": oq.CalibrationMethod.Entropy,
+    }
+    if method not in methods:
+        raise ValueError(f"method must be one of {sorted(methods)}, got {method!r}")
+    # The quantizer logs a hint to run its pre-processing (shape inference and graph
+    # fusion); export_onnx's graph is already optimized (BatchNorm folded).
+    logging.disable(logging.WARNING)
+    try:
+        oq.quantize_static(
+            str(fp32),
+            str(out),
+            _Reader("input", calibration),
+            quant_format=oq.QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=oq.QuantType.QUInt8,
+            weight_type=oq.QuantType.QInt8,
+            calibrate_method=methods[method],
+        )
+    finally:
+        logging.disable(logging.NOTSET)
+    return strip(out)
+
+
+def session(path: str | Path, threads: int = 1):  # noqa: ANN201
+    """An ONNX Runtime CPU session with all graph optimizations (QDQ fusion) on."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+class OrtModel(nn.Module):
+    """An ONNX Runtime session behind the ``nn.Module`` interface (``x -> logits``),
+    so ``lwt.train.evaluate`` and ``lwt.measure.Ledger`` can run it like a model.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: ONNX Runtime intra-op threads.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.session = session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.session.run(None, {self.input_name: x.detach().cpu().numpy()})
+        return torch.from_numpy(out[0])
+
+    def extra_repr(self) -> str:
+        return f"path={self.path.name}"
+
+
+def op_counts(path: str | Path, optimized: bool = False) -> dict[str, int]:
+    """How many nodes of each op type the model has: as stored, or (``optimized``)
+    after ONNX Runtime's graph optimizations, which shows the int8 kernels used."""
+    import onnx
+    import onnxruntime as ort
+
+    path = str(path)
+    if optimized:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3  # (a warning: the saved graph is machine-specific)
+        opts.optimized_model_filepath = path + ".opt.onnx"
+        ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        path = opts.optimized_model_filepath
+    counts: dict[str, int] = {}
+    for node in onnx.load(path).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    if optimized:
+        Path(path).unlink()
+    return dict(sorted(counts.items()))
+
+
+@torch.no_grad()
+def top1_agreement(
+    f: Callable[[Tensor], Tensor], g: Callable[[Tensor], Tensor], batches: Iterable
+) -> float:
+    """Fraction of images on which ``f`` and ``g`` predict the same class."""
+    same = total = 0
+    for batch in batches:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        same += int((f(x).argmax(1) == g(x).argmax(1)).sum())
+        total += len(x)
+    if not total:
+        raise ValueError("batches is empty")
+    return same / total

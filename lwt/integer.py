@@ -1,0 +1,87 @@
+"""Integer-only inference of one layer: what an int8 kernel really computes.
+
+Fake quantization (``lwt.quantization``) simulates int8 in float. An integer engine
+computes a conv/linear layer from int8 inputs and weights with int32 accumulators and
+rescales to the output's 8-bit grid with a fixed-point multiplier (Jacob et al. 2018,
+Sec. 2.2-2.4). This module is that computation, written with integer tensors, as a
+reference that the fake-quant model must match within one level (1 LSB).
+
+Reference: Jacob et al. Quantization and Training of Neural Networks for Efficient
+Integer-Arithmetic-Only Inference. CVPR 2018.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .quantization import FakeQuant, qrange, quantize
+
+Layer = nn.Conv2d | nn.Linear
+
+
+def quantized_weight(layer: Layer) -> tuple[Tensor, FakeQuant]:
+    """Integer weight of a layer from ``quantize_model``, and its quantizer."""
+    if not parametrize.is_parametrized(layer, "weight"):
+        raise TypeError("layer has no fake-quantized weight: use quantize_model")
+    w = layer.parametrizations.weight.original.detach()
+    fq = layer.parametrizations.weight[0]
+    fq(w)  # refresh the dynamic scale
+    return quantize(w, fq.scale, fq.zero_point, fq.bits, True, fq.axis, True), fq
+
+
+def integer_forward(
+    layer: Layer,
+    x_q: Tensor,
+    x_quant: FakeQuant,
+    y_quant: FakeQuant,
+    relu: bool = False,
+) -> Tensor:
+    """Integer-only inference of one prepared conv/linear layer (Jacob et al. 2018,
+    Sec. 2.2-2.4): int8 inputs and weights, int32 accumulators, integer output.
+
+    ``acc_c = Σ_k (x_q,k - Z_x) w_q,ck + b_q,c`` with the bias in int32,
+    ``b_q,c = round(b_c / (S_x S_w,c))``; then ``y_q,c = clamp(Z_y + round(M_c acc_c))``
+    where ``M_c = S_x S_w,c / S_y = M0_c 2^-n_c`` is applied as a 31-bit fixed-point
+    multiplier ``M0_c`` and a right shift. ``relu`` clamps at ``Z_y`` (real 0).
+
+    Args:
+        layer: a Conv2d/Linear from ``quantize_model``.
+        x_q: integer input, ``(N, C, H, W)`` or ``(N, F)``.
+        x_quant, y_quant: the frozen activation quantizers before and after.
+        relu: a ReLU follows the layer.
+    """
+    w_q, w_fq = quantized_weight(layer)
+    x = x_q.to(torch.int64) - int(x_quant.zero_point.item())
+    if isinstance(layer, nn.Conv2d):
+        if layer.groups != 1 or layer.padding_mode != "zeros":
+            raise TypeError("integer_forward: plain zero-padded convs only")
+        n, _, h, _ = x.shape
+        cols = nn.functional.unfold(  # (N, C·kh·kw, L), exact small integers
+            x.double(), layer.kernel_size, layer.dilation, layer.padding, layer.stride
+        ).to(torch.int64)
+        acc = w_q.reshape(w_q.shape[0], -1).to(torch.int64) @ cols  # (N, C_out, L)
+    else:
+        acc = (x @ w_q.to(torch.int64).T)[..., None]  # (N, C_out, 1)
+    s_xw = x_quant.scale.double() * w_fq.scale.double()  # (C_out,)
+    if layer.bias is not None:
+        acc = acc + torch.round(layer.bias.detach().double() / s_xw).long()[:, None]
+    mult = s_xw / y_quant.scale.double()
+    mant, exp = torch.frexp(mult)  # mult = mant·2^exp, mant in [0.5, 1)
+    m0 = torch.round(mant * 2**31).long()[:, None]
+    shift = (31 - exp).long()[:, None]
+    y = (acc * m0 + 2 ** (shift - 1)) >> shift  # round(M·acc)
+    qmin, qmax = qrange(y_quant.bits)
+    z_y = int(y_quant.zero_point.item())
+    y = (y + z_y).clamp(max(qmin, z_y) if relu else qmin, qmax)
+    if isinstance(layer, nn.Conv2d):
+        pad, dil, k, st = (
+            layer.padding[0],
+            layer.dilation[0],
+            layer.kernel_size[0],
+            layer.stride[0],
+        )
+        ho = (h + 2 * pad - dil * (k - 1) - 1) // st + 1  # output height
+        return y.reshape(n, -1, ho, y.shape[-1] // ho).to(torch.int32)
+    return y[..., 0].to(torch.int32)
