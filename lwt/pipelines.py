@@ -9,16 +9,22 @@ notebooks with ``lwt.zoo.load_pretrained(NAME)`` like the baselines.
   of the baseline's peak learning rate (Han), then once more at the final
   sparsities with the rate annealed to zero.
 - ``resnet20-filters``: Li et al. 2017 L1 filter pruning of the inner channels of
-  every basic block, then fine-tuning with a one-cycle schedule.
+  every basic block (kept widths rounded to multiples of 8: 8/16/40), then
+  fine-tuning with a one-cycle schedule.
+- ``resnet20-qat4``: 4-bit weights (per channel, MSE range), 8-bit activations:
+  post-training quantization, then quantization-aware training with the
+  straight-through estimator (Jacob et al. 2018).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 
+import torch
 from torch import nn
 
-from . import data, filter_pruning, models, pruning, train
+from . import data, filter_pruning, models, pruning, quantization, train
 
 
 @dataclass(frozen=True)
@@ -26,25 +32,32 @@ class Pipeline:
     """How a compressed checkpoint is made from a baseline."""
 
     base: str
-    method: str  # "iterative" (unstructured, Han) or "filters" (structured, Li)
+    method: str  # "iterative" (Han), "filters" (Li) or "qat" (quantization-aware)
     final: dict[str, float] = field(default_factory=dict)  # iterative: layer sparsities
     amount: float = 0.0  # filters: fraction of inner channels removed per block
+    multiple_of: int = 1  # filters: kept widths rounded to a multiple of this
     steps: int = 5  # iterative: pruning steps (cubic ramp to ``final``)
     epochs: int = 6  # iterative: epochs per step; filters: total fine-tuning epochs
     final_epochs: int = 0  # iterative: then retrain at ``final``...
     final_lr: float = 0.0  # ...from this lr (default ``lr``) annealed to 0
+    weight_bits: int = 8  # qat: weight bit width (activations: act_bits)
+    act_bits: int = 8
+    weight_observer: str = "minmax"  # qat: weight range (see lwt.observers)
     lr: float = 0.005
     weight_decay: float = 1e-4
     seed: int = 0
 
+
+QAT_EPOCHS = 3
 
 PIPELINES: dict[str, Pipeline] = {
     "lenet300-pruned": Pipeline(
         "lenet300",
         "iterative",
         {"fc1": 0.925, "fc2": 0.91, "fc3": 0.74},
+        epochs=12,
         lr=0.01,
-        final_epochs=6,
+        final_epochs=24,
     ),
     "lenet5-pruned": Pipeline(
         "lenet5",
@@ -55,7 +68,22 @@ PIPELINES: dict[str, Pipeline] = {
         final_epochs=6,
     ),
     "resnet20-filters": Pipeline(
-        "resnet20", "filters", amount=0.4, epochs=10, lr=0.05, weight_decay=5e-4
+        "resnet20",
+        "filters",
+        amount=0.4,
+        multiple_of=8,
+        epochs=10,
+        lr=0.05,
+        weight_decay=5e-4,
+    ),
+    "resnet20-qat4": Pipeline(
+        "resnet20",
+        "qat",
+        weight_bits=4,
+        weight_observer="mse",
+        epochs=QAT_EPOCHS,
+        lr=0.005,
+        weight_decay=0.0,
     ),
 }
 
@@ -76,8 +104,17 @@ def build(name: str) -> nn.Module:
     p = _get(name)
     model = models.create_model(p.base)
     if p.method == "filters":
-        filter_pruning.prune_resnet_blocks(model, p.amount)
+        filter_pruning.prune_resnet_blocks(model, p.amount, p.multiple_of)
+    if p.method == "qat":
+        model = _quantized(model, p)
+        quantization.set_mode(model, observe=False, quantize=True)
     return model
+
+
+def _quantized(model: nn.Module, p: Pipeline) -> nn.Module:
+    return quantization.quantize_model(
+        model, p.weight_bits, p.act_bits, weight_observer=p.weight_observer
+    )
 
 
 def ramp(final: dict[str, float], steps: int) -> list[dict[str, float]]:
@@ -130,7 +167,24 @@ def run(
                 quiet=quiet,
             )
         return pruning.make_permanent(base)
-    filter_pruning.prune_resnet_blocks(base, p.amount)
+    if p.method == "qat":
+        return _qat(base, p, loader, epochs, quiet)
+    filter_pruning.prune_resnet_blocks(base, p.amount, p.multiple_of)
     opt, sched = train.sgd_onecycle(base, epochs * len(loader), p.lr, p.weight_decay)
     train.train(base, loader, epochs, opt, sched, quiet=quiet)
     return base
+
+
+def _qat(
+    base: nn.Module, p: Pipeline, loader: data.BatchLoader, epochs: int, quiet: bool
+) -> nn.Module:
+    """PTQ (BN folded, ranges calibrated on 512 training images), then QAT: SGD with
+    the straight-through estimator, cosine-annealed from ``p.lr``."""
+    model = _quantized(base, p)
+    quantization.calibrate(model, itertools.islice(iter(loader), 4))
+    opt = torch.optim.SGD(
+        model.parameters(), lr=p.lr, momentum=0.9, weight_decay=p.weight_decay
+    )
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(loader))
+    train.train(model, loader, epochs, opt, sched, quiet=quiet)
+    return model.eval()

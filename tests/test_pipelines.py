@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lwt import measure, models, pipelines, pruning, zoo
+from lwt import integer, measure, models, pipelines, pruning, zoo
 
 
 def test_ramp_is_cubic_and_ends_at_final():
@@ -14,7 +14,8 @@ def test_ramp_is_cubic_and_ends_at_final():
 
 def test_build_matches_shapes():
     filt = pipelines.build("resnet20-filters")
-    assert filt.layer1[0].conv1.out_channels == round(16 * 0.6)
+    widths = [filt.get_submodule(f"layer{i}.0").conv1.out_channels for i in (1, 2, 3)]
+    assert widths == [8, 16, 40]  # 60 % of 16/32/64 kept, rounded to multiples of 8
     assert measure.count_macs(filt, (3, 32, 32)) < measure.count_macs(
         models.create_model("resnet20"), (3, 32, 32)
     )
@@ -60,3 +61,21 @@ def test_run_filters_gives_a_smaller_dense_model():
     ):
         assert a.shape == b.shape, n
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_run_qat_gives_a_loadable_quantized_model():
+    try:
+        model = pipelines.run(
+            "resnet20-qat4",
+            models.create_model("resnet20"),
+            epochs_scale=0.1,
+            subset=256,
+        )
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not available")
+    ref = pipelines.build("resnet20-qat4")
+    ref.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(ref(x), model(x))
+    w, fq = integer.quantized_weight(ref.get_submodule("layer1.0.conv1"))
+    assert fq.bits == 4 and w.abs().max() <= 7

@@ -133,8 +133,13 @@ def test_shipped_pipeline_checkpoint_verifies_and_is_compressed(name):
     model = zoo.load_pretrained(name)
     base = models.create_model(zoo.base_of(name))
     shape = models.input_shape_of(zoo.base_of(name))
-    if pipelines.PIPELINES[name].method == "iterative":
+    method = pipelines.PIPELINES[name].method
+    if method == "iterative":
         assert measure.count_params(model) / measure.count_nonzero(model) >= 12
+    elif method == "qat":  # every weight on a 4-bit grid: at most 15 distinct values
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                assert m.weight[0].unique().numel() <= 15
     else:
         assert measure.count_macs(base, shape) / measure.count_macs(model, shape) >= 1.5
     try:
