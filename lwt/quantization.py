@@ -208,11 +208,9 @@ class FakeQuant(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.dynamic:
-            self.observer.reset()
-        if self.observing or self.dynamic:
+            self._refresh(x)
+        elif self.observing:
             self.observer(x)
-        if self.dynamic:
-            self.freeze()
         if not self.enabled:
             return x
         return fake_quantize(
@@ -224,6 +222,16 @@ class FakeQuant(nn.Module):
             self.axis,
             narrow=self.symmetric,
         )
+
+    def _refresh(self, x: Tensor) -> None:
+        """Dynamic range: recomputed whenever ``x`` is a new or changed tensor (every
+        optimizer step changes the weight in place, which bumps its version)."""
+        key = (x.data_ptr(), x._version, tuple(x.shape))
+        if key != getattr(self, "_seen", None):
+            self.observer.reset()
+            self.observer(x)
+            self.freeze()
+            self._seen = key
 
     def extra_repr(self) -> str:
         kind = "symmetric" if self.symmetric else "asymmetric"

@@ -184,3 +184,16 @@ def test_layer_quantizers_bad_name():
         Q.layer_quantizers(qm, "nope")
     with pytest.raises(TypeError, match="fake-quantized weight"):
         integer.quantized_weight(nn.Linear(2, 2))
+
+
+def test_dynamic_weight_range_follows_in_place_updates():
+    layer = nn.Linear(4, 3)
+    qm = Q.quantize_model(nn.Sequential(layer).eval(), act_bits=None)
+    x = torch.randn(2, 4)
+    y1 = qm(x)
+    fq = qm.get_submodule("0").parametrizations.weight[0]
+    s1 = fq.scale.clone()
+    with torch.no_grad():
+        qm.get_submodule("0").parametrizations.weight.original.mul_(2)
+    y2 = qm(x)
+    assert torch.allclose(fq.scale, 2 * s1) and not torch.equal(y1, y2)
