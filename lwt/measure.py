@@ -183,10 +183,39 @@ def measure_latency(
             fn(example)
             if i >= warmup:
                 samples.append((time.perf_counter() - start) * 1e3)
+    return _latency(samples)
+
+
+def _latency(samples: list[float]) -> Latency:
     q1, med, q3 = (
         statistics.quantiles(samples, n=4) if len(samples) > 1 else samples * 3
     )
     return Latency(med, q1, q3, samples)
+
+
+def compare_latency(
+    fns: dict[str, Callable[[Tensor], object] | nn.Module],
+    example: Tensor,
+    rounds: int = 5,
+    repeats: int = 10,
+    threads: int = 1,
+) -> dict[str, Latency]:
+    """Latency of several models on the same input, timed in alternating rounds.
+
+    On a shared or throttling machine the speed drifts over seconds; timing model A
+    and then model B would charge the drift to one of them. Here every round times
+    each model ``repeats`` times (after its warm-up), and each model's median is
+    taken over all its rounds, so all models see the same mix of fast and slow
+    periods.
+    """
+    if rounds < 1:
+        raise ValueError(f"need rounds >= 1, got {rounds}")
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            lat = measure_latency(fn, example, repeats=repeats, threads=threads)
+            samples[name] += lat.samples_ms
+    return {name: _latency(s) for name, s in samples.items()}
 
 
 @dataclass

@@ -109,3 +109,14 @@ def test_ledger_times_and_scores_a_custom_forward():
     row = ledger.measure("deployed", model, batches, forward=deployed)
     assert row.accuracy == measure.evaluate(model, batches)
     assert 5 in calls and 64 in calls and 1 in calls  # evaluated and timed at b1, b64
+
+
+def test_compare_latency_alternates_and_pools_rounds():
+    calls = []
+    fns = {"a": lambda x: calls.append("a"), "b": lambda x: calls.append("b")}
+    lat = measure.compare_latency(fns, torch.zeros(1), rounds=3, repeats=2)
+    assert set(lat) == {"a", "b"} and all(len(v.samples_ms) == 6 for v in lat.values())
+    assert calls[:7] == ["a"] * 7 and calls[7] == "b"  # warm-up 5 + 2 timed, then b
+    assert calls.count("a") == calls.count("b") == 3 * 7
+    with pytest.raises(ValueError, match="rounds"):
+        measure.compare_latency(fns, torch.zeros(1), rounds=0)
