@@ -33,8 +33,6 @@ from torch.nn.utils import parametrize
 
 from .observers import make_observer
 
-Layer = nn.Conv2d | nn.Linear
-
 
 # ------------------------------------------------------------------ primitives
 def qrange(bits: int, signed: bool = False, narrow: bool = False) -> tuple[int, int]:
