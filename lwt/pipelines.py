@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass, field
 
-import torch
 from torch import nn
 
 from . import data, filter_pruning, models, pruning, quantization, train
@@ -47,8 +46,6 @@ class Pipeline:
     weight_decay: float = 1e-4
     seed: int = 0
 
-
-QAT_EPOCHS = 3
 
 PIPELINES: dict[str, Pipeline] = {
     "lenet300-pruned": Pipeline(
@@ -81,7 +78,7 @@ PIPELINES: dict[str, Pipeline] = {
         "qat",
         weight_bits=4,
         weight_observer="mse",
-        epochs=QAT_EPOCHS,
+        epochs=3,
         lr=0.005,
         weight_decay=0.0,
     ),
@@ -182,9 +179,4 @@ def _qat(
     the straight-through estimator, cosine-annealed from ``p.lr``."""
     model = _quantized(base, p)
     quantization.calibrate(model, itertools.islice(iter(loader), 4))
-    opt = torch.optim.SGD(
-        model.parameters(), lr=p.lr, momentum=0.9, weight_decay=p.weight_decay
-    )
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(loader))
-    train.train(model, loader, epochs, opt, sched, quiet=quiet)
-    return model.eval()
+    return quantization.qat(model, loader, epochs, p.lr, p.weight_decay, quiet)

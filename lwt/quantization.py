@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +32,7 @@ from torch.fx import GraphModule, Node
 from torch.fx.experimental.optimization import fuse
 from torch.nn.utils import parametrize
 
+from . import train as training
 from .observers import make_observer
 
 
@@ -118,7 +120,12 @@ def quantize(
     """
     qmin, qmax = qrange(bits, signed, narrow)
     s, z = _checked(x, scale, zero_point, axis)
-    return (torch.round(x * (1.0 / s)) + z).clamp(qmin, qmax).to(torch.int32)
+    return _codes(x, s, z).clamp(qmin, qmax).to(torch.int32)
+
+
+def _codes(x: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
+    """Unclamped ``round(x / S) + Z``, multiplying by ``1/S`` as torch's kernels do."""
+    return torch.round(x * (1.0 / scale)) + zero
 
 
 def dequantize(
@@ -137,7 +144,7 @@ class _FakeQuantSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, scale, zero, qmin, qmax):  # noqa: ANN001, D102
-        q = torch.round(x * (1.0 / scale)) + zero
+        q = _codes(x, scale, zero)
         ctx.save_for_backward((q >= qmin) & (q <= qmax))
         return (q.clamp(qmin, qmax) - zero) * scale
 
@@ -348,6 +355,29 @@ def calibrate(model: nn.Module, batches) -> nn.Module:  # noqa: ANN001
     for fq in activation_quantizers(model):
         fq.freeze()
     return set_mode(model, observe=False, quantize=True)
+
+
+def qat(
+    model: nn.Module,
+    loader: Iterable,
+    epochs: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    quiet: bool = True,
+) -> nn.Module:
+    """Quantization-aware training of a calibrated model from ``quantize_model``.
+
+    SGD (momentum 0.9) through the fake quantizers, whose gradient is the
+    straight-through estimator, with the rate cosine-annealed from ``lr`` to 0
+    (start from the trained, PTQ-calibrated model: QAT is a fine-tuning method).
+    Returns ``model`` (trained in place) in eval mode.
+    """
+    opt = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
+    )
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(loader))
+    training.train(model, loader, epochs, opt, sched, quiet=quiet)
+    return model.eval()
 
 
 def layer_quantizers(
