@@ -1,10 +1,18 @@
 """lwt — LightWeight Toolkit: small, measured PyTorch helpers for model compression.
 
-Core: ``data`` (datasets in memory), ``models`` (the baselines), ``train`` (loops),
-``measure`` (the measurement ledger), ``zoo`` (verified checkpoints).
-Techniques: ``pruning`` (unstructured masks and schedules), ``filter_pruning``
-(structured, channels removed for real), ``sparse`` (sparse storage).
-Pipelines: ``pipelines`` (baseline + techniques -> shipped checkpoints).
+Modules in lesson order; imports point one way: core ← techniques ← recipes ← zoo.
+
+- ``lwt.data``: MNIST / Fashion-MNIST / CIFAR-10 in memory, seeded loaders (core).
+- ``lwt.models``: the baselines LeNet-300-100, LeNet-5, CIFAR ResNet-20/56 (core).
+- ``lwt.train``: seeded training, evaluation, one-cycle and fine-tuning loops (core).
+- ``lwt.measure``: params, nonzeros, MACs, bytes, latency, the ``Ledger`` (core).
+- ``lwt.pruning``: unstructured masks and schedules, structured filter pruning, sparse
+  files (lesson 01; a folder you can copy).
+- ``lwt.quantization``: primitives, observers, fake-quant PTQ/QAT, integer reference
+  (lesson 02; a folder you can copy).
+- ``lwt.deploy``: ONNX export and ONNX Runtime int8 deployment (lesson 02; one file).
+- ``lwt.recipes``: how each shipped checkpoint is made, one module per method.
+- ``lwt.zoo``: sha256-verified shipped checkpoints; ``python -m lwt.zoo``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -20,6 +20,7 @@ import codecs
 import gzip
 import os
 import pickle
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._lookup import lookup
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# A source checkout (editable install) has the project's pyproject.toml above lwt/.
+SOURCE_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
 
 # Per-channel mean/std of the training sets on [0, 1] pixels.
 STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -59,8 +64,15 @@ _CIFAR_DIR = "cifar-10-batches-py"
 
 
 def data_root() -> Path:
-    """The data root: ``$LWT_DATA_DIR`` if set, else ``<repo>/data``."""
-    return Path(os.environ.get("LWT_DATA_DIR", REPO_ROOT / "data"))
+    """The data root: ``$LWT_DATA_DIR`` if set, else ``<repo>/data`` in a source
+    checkout, else ``~/.cache/lwt/data`` (``$XDG_CACHE_HOME/lwt/data``) for an
+    installed package."""
+    if "LWT_DATA_DIR" in os.environ:
+        return Path(os.environ["LWT_DATA_DIR"])
+    if SOURCE_CHECKOUT:
+        return REPO_ROOT / "data"
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "lwt" / "data"
 
 
 @dataclass
@@ -184,8 +196,7 @@ def _download(name: str, root: Path) -> None:
 
 
 def _check_name(name: str) -> None:
-    if name not in STATS:
-        raise ValueError(f"dataset name {name!r} unknown; choose from {sorted(STATS)}")
+    lookup(STATS, name, "dataset name")
 
 
 def load_dataset(
@@ -223,7 +234,7 @@ def load_dataset(
         try:
             _download(name, root)
         except Exception as exc:  # offline, proxy, disk...: report what is needed
-            print(f"lwt.data: download of {name} failed: {exc}")
+            warnings.warn(f"lwt.data: download of {name} failed: {exc}", stacklevel=2)
         missing = [f for f in files if not _present(root, f)]
     if missing:
         raise FileNotFoundError(

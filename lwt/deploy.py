@@ -16,6 +16,7 @@ References: ONNX Runtime, "Quantize ONNX models"
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import warnings
@@ -38,12 +39,15 @@ def export_onnx(
         path: the ``.onnx`` file to write.
     """
     path = Path(path)
+    if any(t.device.type != "cpu" for t in (*model.parameters(), *model.buffers())):
+        model = copy.deepcopy(model).cpu()  # export a CPU copy; yours stays put
+    was_training = model.training
     example = torch.randn(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model.cpu().eval(),
+            model.eval(),
             (example,),
             dynamic_shapes=({0: batch},),
             input_names=["input"],
@@ -52,6 +56,7 @@ def export_onnx(
             verbose=False,
         )
         program.save(str(path))
+    model.train(was_training)
     return strip(path)
 
 
@@ -70,6 +75,19 @@ def strip(path: str | Path) -> Path:
     return Path(path)
 
 
+def _inputs(batch: Tensor | tuple | list) -> Tensor:
+    """The input tensor of a batch that is either ``x`` or an ``(x, label)`` pair."""
+    return batch[0] if isinstance(batch, (tuple, list)) else batch
+
+
+class _OnnxRuntimeLogFilter(logging.Filter):
+    """Drops records logged from ONNX Runtime's own files (its quantizer logs with
+    the root logger), and nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "onnxruntime" not in Path(record.pathname).parts
+
+
 class _Reader:
     """ONNX Runtime CalibrationDataReader over batches of images."""
 
@@ -80,14 +98,14 @@ class _Reader:
         batch = next(self.batches, None)
         if batch is None:
             return None
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return {self.name: x.numpy()}
+        return {self.name: _inputs(batch).numpy()}
 
 
 def quantize_onnx(
     fp32: str | Path,
     out: str | Path,
     calibration: Iterable,
+    *,
     per_channel: bool = True,
     method: str = "minmax",
 ) -> Path:
@@ -114,8 +132,10 @@ def quantize_onnx(
     if method not in methods:
         raise ValueError(f"method must be one of {sorted(methods)}, got {method!r}")
     # The quantizer logs a hint to run its pre-processing (shape inference and graph
-    # fusion); export_onnx's graph is already optimized (BatchNorm folded).
-    logging.disable(logging.WARNING)
+    # fusion); export_onnx's graph is already optimized (BatchNorm folded). Drop
+    # ONNX Runtime's records for the call only; every other logger is left alone.
+    root, quiet = logging.getLogger(), _OnnxRuntimeLogFilter()
+    root.addFilter(quiet)
     try:
         oq.quantize_static(
             str(fp32),
@@ -128,11 +148,11 @@ def quantize_onnx(
             calibrate_method=methods[method],
         )
     finally:
-        logging.disable(logging.NOTSET)
+        root.removeFilter(quiet)
     return strip(out)
 
 
-def session(path: str | Path, threads: int = 1):  # noqa: ANN201
+def session(path: str | Path, *, threads: int = 1):  # noqa: ANN201
     """An ONNX Runtime CPU session with all graph optimizations (QDQ fusion) on."""
     import onnxruntime as ort
 
@@ -152,10 +172,10 @@ class OrtModel(nn.Module):
         threads: ONNX Runtime intra-op threads.
     """
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, *, threads: int = 1) -> None:
         super().__init__()
         self.path = Path(path)
-        self.session = session(path, threads)
+        self.session = session(path, threads=threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: Tensor) -> Tensor:
@@ -166,7 +186,7 @@ class OrtModel(nn.Module):
         return f"path={self.path.name}"
 
 
-def op_counts(path: str | Path, optimized: bool = False) -> dict[str, int]:
+def op_counts(path: str | Path, *, optimized: bool = False) -> dict[str, int]:
     """How many nodes of each op type the model has: as stored, or (``optimized``)
     after ONNX Runtime's graph optimizations, which shows the int8 kernels used."""
     import onnx
@@ -195,7 +215,7 @@ def top1_agreement(
     """Fraction of images on which ``f`` and ``g`` predict the same class."""
     same = total = 0
     for batch in batches:
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x = _inputs(batch)
         same += int((f(x).argmax(1) == g(x).argmax(1)).sum())
         total += len(x)
     if not total:

@@ -14,6 +14,7 @@ Each quantity is measured, never derived from another:
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import statistics
@@ -274,7 +275,15 @@ class Ledger:
             forward: the callable to time (e.g. an ONNX Runtime session); default
                 ``model``.
         """
-        model = model.cpu().eval()
+        if any(t.device.type != "cpu" for t in (*model.parameters(), *model.buffers())):
+            model = copy.deepcopy(model).cpu()  # measure a CPU copy; yours stays put
+        was_training = model.training
+        try:
+            return self._measure(name, model.eval(), loader, payload, forward)
+        finally:
+            model.train(was_training)
+
+    def _measure(self, name, model, loader, payload, forward) -> Row:  # noqa: ANN001
         payload = state_dict_bytes(model) if payload is None else payload
         forward = forward or model
         acc = n = None

@@ -18,6 +18,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 
+from ._lookup import lookup
+from .data import SHAPES
+
 
 class LeNet300100(nn.Module):
     """LeNet-300-100: ``x (N, 1, 28, 28) -> fc 300 -> fc 100 -> fc 10`` with ReLUs."""
@@ -130,18 +133,14 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
 
 def create_model(name: str) -> nn.Module:
     """Build a fresh (randomly initialised) model by name; see ``MODELS``."""
-    if name not in MODELS:
-        raise ValueError(f"model name {name!r} unknown; choose from {sorted(MODELS)}")
-    return MODELS[name][0]()
+    return lookup(MODELS, name, "model name")[0]()
 
 
 def dataset_of(name: str) -> str:
     """The dataset a model name is trained on (``"mnist"`` or ``"cifar10"``)."""
-    if name not in MODELS:
-        raise ValueError(f"model name {name!r} unknown; choose from {sorted(MODELS)}")
-    return MODELS[name][1]
+    return lookup(MODELS, name, "model name")[1]
 
 
 def input_shape_of(name: str) -> tuple[int, int, int]:
     """``(C, H, W)`` of one input image of a model."""
-    return (1, 28, 28) if dataset_of(name) == "mnist" else (3, 32, 32)
+    return SHAPES[dataset_of(name)]

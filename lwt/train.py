@@ -170,3 +170,29 @@ def sgd_onecycle(
         opt, max_lr=lr, total_steps=steps, pct_start=pct_start
     )
     return opt, sched
+
+
+def finetune(
+    model: nn.Module,
+    loader: Batches,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    anneal: bool = True,
+    quiet: bool = True,
+) -> list[dict[str, float]]:
+    """Fine-tune a trained model: SGD (momentum 0.9) at ``lr``, cosine-annealed to 0
+    over all steps (``anneal``) or constant; returns :func:`train`'s history.
+
+    The retraining step of pruning (Han et al. 2015: a fraction of the original rate)
+    and of quantization-aware training both use it.
+    """
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    opt = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
+    )
+    steps = max(epochs * len(loader), 1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
+    return train(model, loader, epochs, opt, sched, quiet=quiet)

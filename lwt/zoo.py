@@ -1,8 +1,10 @@
-"""Shipped pretrained baselines: verified loading and from-scratch reproduction.
+"""Shipped checkpoints: verified loading and reproduction by their recipes.
 
-Checkpoints live in ``data/checkpoints/`` (``$LWT_CHECKPOINT_DIR`` overrides) beside
-``manifest.json``, which records for each one the file's sha256 and size, the recipe,
-seed, epochs and the test accuracy measured right after training.
+Checkpoints live in ``data/checkpoints/`` (``$LWT_CHECKPOINT_DIR`` overrides; an
+installed package ships them in ``lwt/checkpoints/``) beside ``manifest.json``, which
+records for each one the file's sha256 and size, the recipe (``lwt.recipes``), what
+the run really did (total epochs, stages), the architecture to rebuild, and the test
+accuracy measured right after training.
 
     python -m lwt.zoo list                 # what is shipped
     python -m lwt.zoo train resnet20       # reproduce a checkpoint from scratch
@@ -17,62 +19,40 @@ import json
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import data, models, pipelines, train
+from . import data, recipes, train
+from ._lookup import lookup
 
 MANIFEST = "manifest.json"
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How a baseline is trained: SGD-Nesterov + one-cycle, cross-entropy."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    label_smoothing: float = 0.0
-    seed: int = 0
-
-
-RECIPES: dict[str, Recipe] = {
-    "lenet300": Recipe(epochs=20, batch_size=128, lr=0.05, weight_decay=1e-4),
-    "lenet5": Recipe(epochs=15, batch_size=128, lr=0.05, weight_decay=5e-4),
-    "resnet20": Recipe(epochs=40, batch_size=128, lr=0.15, weight_decay=5e-4),
-}
-
-
 def names() -> list[str]:
-    """Every shippable checkpoint: the baselines, then the pipelines' results."""
-    return [*RECIPES, *pipelines.PIPELINES]
+    """Every shippable checkpoint: the baselines, then the lessons' results."""
+    return list(recipes.SHIPPED)
 
 
 def _check(name: str) -> None:
-    if name not in names():
-        raise ValueError(f"pretrained name {name!r} unknown; choose from {names()}")
-
-
-def architecture(name: str) -> nn.Module:
-    """A fresh model with the shapes of checkpoint ``name``."""
-    _check(name)
-    return models.create_model(name) if name in RECIPES else pipelines.build(name)
+    lookup(recipes.SHIPPED, name, "pretrained name")
 
 
 def base_of(name: str) -> str:
     """The baseline a checkpoint derives from (itself for a baseline)."""
     _check(name)
-    return name if name in RECIPES else pipelines.PIPELINES[name].base
+    return recipes.base_of(name) or name
 
 
 def checkpoint_dir() -> Path:
-    """``$LWT_CHECKPOINT_DIR`` if set, else ``<repo>/data/checkpoints``."""
-    default = data.REPO_ROOT / "data" / "checkpoints"
-    return Path(os.environ.get("LWT_CHECKPOINT_DIR", default))
+    """``$LWT_CHECKPOINT_DIR`` if set, else ``<repo>/data/checkpoints`` in a source
+    checkout, else the ``lwt/checkpoints`` folder an installed package ships."""
+    if "LWT_CHECKPOINT_DIR" in os.environ:
+        return Path(os.environ["LWT_CHECKPOINT_DIR"])
+    if data.SOURCE_CHECKOUT:
+        return data.REPO_ROOT / "data" / "checkpoints"
+    return Path(__file__).resolve().parent / "checkpoints"
 
 
 def sha256_of(path: str | Path) -> str:
@@ -94,7 +74,7 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
     """Load a shipped baseline, after checking its sha256 against the manifest.
 
     Args:
-        name: a baseline (``lenet300``, ``lenet5``, ``resnet20``) or a pipeline
+        name: a baseline (``lenet300``, ``lenet5``, ``resnet20``) or a lesson's
             result (``lenet5-pruned``, ...): see :func:`names`.
         directory: checkpoint folder (default :func:`checkpoint_dir`).
 
@@ -121,73 +101,60 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
             f"({entry['sha256'][:12]}…): corrupted or tampered checkpoint"
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = architecture(name)
+    model = recipes.build(name, entry.get("arch"))
     model.load_state_dict(state)
     return model.eval()
 
 
-def train_baseline(
-    name: str, epochs: int | None = None, subset: int | None = None, quiet: bool = False
-) -> tuple[nn.Module, float, list[dict]]:
-    """Train a baseline from scratch by its recipe: (model, test accuracy, history)."""
-    if name not in RECIPES:
-        raise ValueError(
-            f"pretrained name {name!r} unknown; choose from {sorted(RECIPES)}"
-        )
-    r = RECIPES[name]
-    epochs = r.epochs if epochs is None else epochs
-    train.set_seed(r.seed)
-    model = models.create_model(name)
-    tr, te = data.get_loaders(
-        models.dataset_of(name), r.batch_size, subset=subset, seed=r.seed
-    )
-    opt, sched = train.sgd_onecycle(model, epochs * len(tr), r.lr, r.weight_decay)
-    loss = nn.CrossEntropyLoss(label_smoothing=r.label_smoothing)
-    history = train.train(
-        model, tr, epochs, opt, sched, loss, test_loader=te, quiet=quiet
-    )
-    model.cpu()
-    return model, train.evaluate(model, te, "cpu"), history
-
-
 def make_checkpoint(
-    name: str, epochs: int | None = None
-) -> tuple[nn.Module, float, int]:
-    """Train a baseline, or run a pipeline on its shipped baseline.
+    name: str, *, epochs_scale: float = 1.0, subset: int | None = None
+) -> tuple[recipes.Result, float]:
+    """Run checkpoint ``name``'s recipe (on its shipped baseline, if it has one).
 
     Returns:
-        ``(model, full test-set accuracy, epochs)``.
+        ``(result, full test-set accuracy)``.
     """
-    if name in RECIPES:
-        model, acc, hist = train_baseline(name, epochs)
-        return model, acc, len(hist)
     _check(name)
-    model = pipelines.run(name, load_pretrained(base_of(name)), quiet=False)
-    _, test = data.get_loaders(models.dataset_of(base_of(name)))
-    return model, train.evaluate(model, test), pipelines.PIPELINES[name].epochs
+    base = recipes.base_of(name)
+    result = recipes.run(
+        name,
+        load_pretrained(base) if base else None,
+        epochs_scale=epochs_scale,
+        subset=subset,
+        quiet=False,
+    )
+    _, test = data.get_loaders(recipes.dataset_of(name))
+    return result, train.evaluate(result.model, test)
 
 
 def save_checkpoint(
     name: str,
-    model: nn.Module,
+    result: recipes.Result,
     accuracy: float,
-    epochs: int,
     seconds: float,
     directory: Path | None = None,
 ) -> dict:
-    """Write ``<name>.pt`` (state dict) and its manifest entry; returns the entry."""
+    """Write ``<name>.pt`` (state dict) and its manifest entry; returns the entry.
+
+    The entry records the file's sha256 and size, the recipe's settings, what the
+    run really did (total epochs, the stages) and the architecture ``load_pretrained``
+    rebuilds the model from.
+    """
+    _check(name)
     directory = directory or checkpoint_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.pt"
-    torch.save(model.state_dict(), path)
+    torch.save(result.model.state_dict(), path)
     entry = {
         "file": path.name,
         "sha256": sha256_of(path),
         "bytes": path.stat().st_size,
         "test_accuracy": round(accuracy, 4),
-        "epochs": epochs,
-        "recipe": asdict(RECIPES[name]) if name in RECIPES else pipelines.recipe(name),
-        "dataset": models.dataset_of(base_of(name)),
+        "epochs": result.epochs,
+        "recipe": recipes.describe(name),
+        "arch": result.arch,
+        "schedule": result.schedule,
+        "dataset": recipes.dataset_of(name),
         "train_seconds": round(seconds),
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {train.default_device().type}",
@@ -208,7 +175,10 @@ def _main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="make a checkpoint from scratch and ship it")
     t.add_argument("name", choices=names())
-    t.add_argument("--epochs", type=int, help="override the recipe (for trials)")
+    t.add_argument(
+        "--epochs-scale", type=float, default=1.0, help="scale every epoch count"
+    )
+    t.add_argument("--subset", type=int, help="train on this many images (trials)")
     t.add_argument(
         "--out", type=Path, help="checkpoint folder (default data/checkpoints)"
     )
@@ -217,9 +187,11 @@ def _main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.cmd == "train":
         start = time.perf_counter()
-        model, acc, epochs = make_checkpoint(args.name, args.epochs)
+        result, acc = make_checkpoint(
+            args.name, epochs_scale=args.epochs_scale, subset=args.subset
+        )
         entry = save_checkpoint(
-            args.name, model, acc, epochs, time.perf_counter() - start, args.out
+            args.name, result, acc, time.perf_counter() - start, args.out
         )
         print(json.dumps(entry, indent=2))
     elif args.cmd == "list":
@@ -227,7 +199,7 @@ def _main(argv: list[str] | None = None) -> None:
     else:
         for name, entry in read_manifest().items():
             model = load_pretrained(name)
-            _, te = data.get_loaders(models.dataset_of(base_of(name)))
+            _, te = data.get_loaders(recipes.dataset_of(name))
             acc = train.evaluate(model, te)
             print(
                 f"{name}: sha256 ok, test accuracy {acc:.4f} "

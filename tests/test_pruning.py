@@ -97,17 +97,33 @@ def test_iterative_prune_keeps_pruned_weights_zero():
     torch.manual_seed(0)
     batches = [(torch.randn(16, 20), torch.randint(0, 10, (16,))) for _ in range(4)]
     model = mlp()
-    hist = pruning.iterative_prune(model, batches, [0.5, 0.7], 2, lr=0.01)
-    assert len(hist) == 4 and kept(model)["total"] == pytest.approx(0.3)
+    seen = []
+
+    def retrain(m):
+        seen.append(kept(m)["total"])
+        train.finetune(m, batches, epochs=2, lr=0.01)
+        assert torch.equal(m[0].weight == 0, m[0].weight_mask == 0)
+
+    assert pruning.iterative_prune(model, [0.5, 0.7], retrain=retrain) is model
+    assert seen == pytest.approx([0.5, 0.3])  # retrained after each step's target
+    assert kept(model)["total"] == pytest.approx(0.3)
     assert torch.equal(model[0].weight == 0, model[0].weight_mask == 0)
 
 
 def test_sensitivity_scan_and_rule():
     torch.manual_seed(0)
     batches = [(torch.randn(32, 20), torch.randint(0, 10, (32,)))]
-    scan = pruning.sensitivity_scan(mlp(), batches, [0.0, 0.5, 0.9])
+    model = mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scan = pruning.sensitivity_scan(
+        model, [0.0, 0.5, 0.9], evaluate=lambda m: train.evaluate(m, batches)
+    )
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert set(scan) == {"0", "2"} and all(len(v) == 3 for v in scan.values())
     rule = pruning.sparsities_from_scan(
-        {"a": [0.9, 0.89, 0.5], "b": [0.9, 0.7, 0.6]}, [0.0, 0.5, 0.9], 0.9, 0.02
+        {"a": [0.9, 0.89, 0.5], "b": [0.9, 0.7, 0.6]},
+        [0.0, 0.5, 0.9],
+        baseline=0.9,
+        max_drop=0.02,
     )
     assert rule == {"a": 0.5, "b": 0.0}

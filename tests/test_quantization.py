@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from lwt import integer, models, observers
+from lwt import models
 from lwt import quantization as Q
+from lwt.quantization import integer, observers
 
 SEED_X = torch.tensor([0.2, -0.5, 1.1, 0.8])
 
@@ -35,7 +36,8 @@ def test_matches_torch_fake_quant_per_tensor_and_per_channel():
     s, z = Q.qparams(lo, hi, 8, symmetric=True)
     assert s.shape == (16,) and torch.equal(z, torch.zeros(16, dtype=torch.int32))
     ref = torch.fake_quantize_per_channel_affine(w, s, z, 0, -127, 127)
-    assert torch.equal(Q.fake_quantize(w, s, z, 8, True, axis=0, narrow=True), ref)
+    fq = Q.fake_quantize(w, s, z, 8, signed=True, axis=0, narrow=True)
+    assert torch.equal(fq, ref)
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8, 16])
@@ -171,7 +173,9 @@ def test_checkpoint_round_trip_keeps_activation_ranges():
     qm = Q.quantize_model(model, weight_bits=4)
     Q.calibrate(qm, [torch.randn(16, 1, 28, 28)])
     fresh = Q.set_mode(
-        Q.quantize_model(models.create_model("lenet300"), weight_bits=4), False, True
+        Q.quantize_model(models.create_model("lenet300"), weight_bits=4),
+        observe=False,
+        quantize=True,
     )
     fresh.load_state_dict(qm.state_dict())
     x = torch.randn(8, 1, 28, 28)

@@ -1,8 +1,9 @@
 import torch
 from torch import nn
 
-from lwt import pruning, sparse
+from lwt import pruning
 from lwt.measure import serialized_bytes
+from lwt.pruning import sparse
 
 
 def test_sparse_format_roundtrip_is_bit_exact_and_small():

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from lwt import data, measure, models, pipelines, train, zoo
+from lwt import data, measure, models, recipes, train, zoo
 
 TARGETS = {"lenet300": 0.982, "lenet5": 0.991, "resnet20": 0.900}
 
@@ -17,7 +17,9 @@ TARGETS = {"lenet300": 0.982, "lenet5": 0.991, "resnet20": 0.900}
 def saved(tmp_path):
     """A fresh lenet300 checkpoint written by save_checkpoint into tmp_path."""
     model = models.create_model("lenet300")
-    entry = zoo.save_checkpoint("lenet300", model, 0.5, 1, 2.0, tmp_path)
+    entry = zoo.save_checkpoint(
+        "lenet300", recipes.Result(model, 1), 0.5, 2.0, tmp_path
+    )
     return tmp_path, model, entry
 
 
@@ -65,7 +67,7 @@ def test_missing_and_unknown(tmp_path):
     with pytest.raises(ValueError, match="unknown"):
         zoo.load_pretrained("alexnet")
     with pytest.raises(ValueError, match="unknown"):
-        zoo.train_baseline("alexnet")
+        zoo.make_checkpoint("alexnet")
 
 
 def test_checkpoint_dir_env(monkeypatch, tmp_path, saved):
@@ -75,14 +77,12 @@ def test_checkpoint_dir_env(monkeypatch, tmp_path, saved):
     assert isinstance(zoo.load_pretrained("lenet300"), models.LeNet300100)
 
 
-def test_train_baseline_quick_run(tmp_path):
+def test_make_checkpoint_quick_run():
     try:
-        model, acc, hist = zoo.train_baseline(
-            "lenet300", epochs=1, subset=4096, quiet=True
-        )
+        result, acc = zoo.make_checkpoint("lenet300", epochs_scale=0.05, subset=4096)
     except FileNotFoundError:
         pytest.skip("MNIST not available")
-    assert len(hist) == 1 and 0.0 <= acc <= 1.0
+    assert result.epochs == 1 and 0.0 <= acc <= 1.0
     assert acc > 0.7  # 32 steps on 4096 images already beat chance (0.1)
 
 
@@ -96,14 +96,32 @@ def test_cli_list():
     assert json.loads(out) == zoo.read_manifest()
 
 
-def test_manifest_records_recipe():
-    for name, entry in zoo.read_manifest().items():
-        if name in zoo.RECIPES:
-            assert entry["recipe"] == zoo.RECIPES[name].__dict__
-            assert entry["epochs"] == zoo.RECIPES[name].epochs
-        else:
-            assert entry["recipe"] == pipelines.recipe(name)
+def test_manifest_records_recipe_and_what_was_done():
+    manifest = zoo.read_manifest()
+    assert set(manifest) == set(recipes.SHIPPED)
+    for name, entry in manifest.items():
+        assert entry["recipe"] == recipes.describe(name), name
         assert entry["command"] == f"python -m lwt.zoo train {name}"
+        assert entry["dataset"] == recipes.dataset_of(name)
+        cfg = recipes.config(name)
+        if cfg.METHOD == "iterative":  # total epochs = every stage's epochs
+            assert entry["epochs"] == sum(s["epochs"] for s in entry["schedule"])
+            assert entry["epochs"] == cfg.steps * cfg.epochs_per_step + cfg.final_epochs
+        else:
+            assert entry["epochs"] == cfg.epochs
+
+
+def test_shipped_checkpoints_load_without_compression_code(monkeypatch):
+    from lwt import pruning
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading ran compression code")
+
+    for fn in ("prune_resnet_blocks", "magnitude_prune", "iterative_prune"):
+        monkeypatch.setattr(pruning, fn, refuse)
+    monkeypatch.setattr(pruning.structured, "filters_to_keep", refuse)
+    for name in zoo.read_manifest():
+        zoo.load_pretrained(name)
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -126,14 +144,16 @@ def test_copied_folder_still_verifies(tmp_path):
         zoo.load_pretrained(name, tmp_path / "ck")
 
 
-@pytest.mark.parametrize("name", sorted(pipelines.PIPELINES))
-def test_shipped_pipeline_checkpoint_verifies_and_is_compressed(name):
+@pytest.mark.parametrize(
+    "name", [n for n in recipes.SHIPPED if recipes.base_of(n) is not None]
+)
+def test_shipped_compressed_checkpoint_verifies_and_is_compressed(name):
     entry = zoo.read_manifest().get(name)
     assert entry is not None, f"{name} checkpoint is not shipped"
     model = zoo.load_pretrained(name)
     base = models.create_model(zoo.base_of(name))
     shape = models.input_shape_of(zoo.base_of(name))
-    method = pipelines.PIPELINES[name].method
+    method = recipes.config(name).METHOD
     if method == "iterative":
         assert measure.count_params(model) / measure.count_nonzero(model) >= 12
     elif method == "qat":  # every weight on a 4-bit grid: at most 15 distinct values

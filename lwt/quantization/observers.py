@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from .primitives import fake_quantize, qparams
+
 _MAX_SAMPLES = 1 << 16  # values kept per channel for percentile / MSE
 
 
@@ -140,15 +142,18 @@ class MSEObserver(Observer):
         )
 
     def range(self, bits: int, symmetric: bool) -> tuple[Tensor, Tensor]:
-        from .quantization import fake_quantize, qparams
-
         lo, hi = super().range(bits, symmetric)
         x = self.samples  # (C, n)
         best = torch.full_like(lo, float("inf"))
         best_lo, best_hi = lo.clone(), hi.clone()
         for alpha in torch.linspace(1.0 / self.grid, 1.0, self.grid).tolist():
-            s, z = qparams(alpha * lo, alpha * hi, bits, symmetric)
-            err = fake_quantize(x, s, z, bits, symmetric, 0, symmetric) - x
+            s, z = qparams(alpha * lo, alpha * hi, bits, symmetric=symmetric)
+            err = (
+                fake_quantize(
+                    x, s, z, bits=bits, signed=symmetric, axis=0, narrow=symmetric
+                )
+                - x
+            )
             err = err.pow(2).mean(1)
             better = err < best
             best = torch.where(better, err, best)

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import measure
 
-
-def to_sparse_state(model: nn.Module, min_sparsity: float = 0.5) -> dict[str, Tensor]:
+def to_sparse_state(
+    model: nn.Module, *, min_sparsity: float = 0.5
+) -> dict[str, Tensor]:
     """State dict where each float tensor with ≥ ``min_sparsity`` zeros is a bitmask.
 
     Such a tensor ``w`` becomes ``name.__mask`` (uint8, ``np.packbits`` of ``w != 0``,
@@ -44,15 +44,17 @@ def to_sparse_state(model: nn.Module, min_sparsity: float = 0.5) -> dict[str, Te
 
 
 def _effective_state(model: nn.Module) -> dict[str, Tensor]:
-    """State dict with prune masks folded in (via ``measure.effective_parameters``)."""
-    params = dict(measure.effective_parameters(model))
-    state = {}
-    for key, t in model.state_dict().items():
-        name = key[:-5] if key.endswith(("_orig", "_mask")) else key
-        if key.endswith("_mask") and name in params:
-            continue  # a prune mask: already folded into the effective parameter
-        state[name] = params.get(name, t).detach().clone()
-    return state
+    """State dict with every ``torch.nn.utils.prune`` mask folded into its tensor:
+    ``name_orig * name_mask`` is stored as ``name``, the mask itself is dropped."""
+    state = model.state_dict()
+    out = {}
+    for key, t in state.items():
+        if key.endswith("_mask") and key[:-5] + "_orig" in state:
+            continue
+        if key.endswith("_orig") and key[:-5] + "_mask" in state:
+            key, t = key[:-5], t * state[key[:-5] + "_mask"]
+        out[key] = t.detach().cpu().clone()
+    return out
 
 
 def from_sparse_state(sparse: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -73,10 +75,10 @@ def from_sparse_state(sparse: dict[str, Tensor]) -> dict[str, Tensor]:
     return dense
 
 
-def sparse_bytes(model: nn.Module, min_sparsity: float = 0.5) -> bytes:
+def sparse_bytes(model: nn.Module, *, min_sparsity: float = 0.5) -> bytes:
     """The bytes of ``torch.save(to_sparse_state(model))``: the honest sparse file."""
     buf = io.BytesIO()
-    torch.save(to_sparse_state(model, min_sparsity), buf)
+    torch.save(to_sparse_state(model, min_sparsity=min_sparsity), buf)
     return buf.getvalue()
 
 

@@ -1,30 +1,21 @@
-"""Quantization (量子化): fewer bits for weights and activations.
+"""Fake-quantized models: ``FakeQuant`` modules, BatchNorm folding, PTQ and QAT prep.
 
-Uniform affine quantization (Jacob et al. 2018) stores a real value ``r`` as an
-integer ``q`` of ``b`` bits with a scale ``S > 0`` and an integer zero point ``Z``::
+A model is prepared for quantization by folding BatchNorm into the convolutions
+(``W' = W γ/σ``, ``b' = (b - μ)γ/σ + β``), fake-quantizing every weight through a
+``torch.nn.utils.parametrize`` parametrization and inserting activation quantizers
+with ``torch.fx`` where an integer engine would keep a tensor in 8 bits. Calibration
+(PTQ) freezes the activation ranges; quantization-aware training then fine-tunes
+through the quantizers with the straight-through estimator (Jacob et al. 2018).
 
-    r = S (q - Z),        q = clamp(round(r / S) + Z, q_min, q_max)
-
-*Asymmetric* quantization maps a range ``[lo, hi]`` (widened to contain 0, so that
-0.0 is exact) onto ``[0, 2^b - 1]``: ``S = (hi - lo) / (2^b - 1)``,
-``Z = round(-lo / S)``. *Symmetric* quantization uses ``Z = 0`` and the signed range
-``[-(2^(b-1) - 1), 2^(b-1) - 1]``: ``S = max(|lo|, |hi|) / (2^(b-1) - 1)``. Ranges are
-per tensor or per channel (one ``S, Z`` per output channel of a weight).
-
-Fake quantization ``x -> S (q(x) - Z)`` simulates the rounding in float; in training
-its gradient is the straight-through estimator (Bengio et al. 2013): 1 where ``x`` is
-inside the clipping range, 0 outside.
-
-References: Jacob et al. Quantization and Training of Neural Networks for Efficient
-Integer-Arithmetic-Only Inference. CVPR 2018. Krishnamoorthi. Quantizing deep
-convolutional networks for efficient inference: A whitepaper. arXiv:1806.08342, 2018.
+Reference: Jacob et al. Quantization and Training of Neural Networks for Efficient
+Integer-Arithmetic-Only Inference. CVPR 2018.
 """
 
 from __future__ import annotations
 
 import copy
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -32,142 +23,8 @@ from torch.fx import GraphModule, Node
 from torch.fx.experimental.optimization import fuse
 from torch.nn.utils import parametrize
 
-from . import train as training
 from .observers import make_observer
-
-
-# ------------------------------------------------------------------ primitives
-def qrange(bits: int, signed: bool = False, narrow: bool = False) -> tuple[int, int]:
-    """Integer range of ``bits`` bits: unsigned ``[0, 2^b - 1]``, signed
-    ``[-2^(b-1), 2^(b-1) - 1]``; ``narrow`` drops the most negative value."""
-    if isinstance(bits, bool) or not isinstance(bits, int):
-        raise TypeError(f"bits must be an int, got {type(bits).__name__}")
-    if not 1 <= bits <= 16:
-        raise ValueError(f"bits must be in [1, 16], got {bits}")
-    if not signed:
-        return 0, 2**bits - 1
-    return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
-
-
-def qparams(
-    lo: Tensor | float, hi: Tensor | float, bits: int, symmetric: bool = False
-) -> tuple[Tensor, Tensor]:
-    """Scale ``S`` and zero point ``Z`` mapping ``[lo, hi]`` onto ``bits`` bits.
-
-    Asymmetric: ``S = (hi - lo) / (q_max - q_min)``, ``Z = q_min - round(lo / S)``
-    after widening the range to contain 0. Symmetric (signed, narrow range):
-    ``S = max(|lo|, |hi|) / q_max``, ``Z = 0``. ``lo``/``hi`` may be per-channel
-    vectors; the results then have the same shape.
-    """
-    lo = torch.as_tensor(lo, dtype=torch.float32).clamp(max=0)
-    hi = torch.as_tensor(hi, dtype=torch.float32).clamp(min=0)
-    qmin, qmax = qrange(bits, signed=symmetric, narrow=symmetric)
-    if symmetric:
-        if qmax < 1:
-            raise ValueError("symmetric quantization needs bits >= 2")
-        scale = torch.maximum(-lo, hi) / qmax
-    else:
-        scale = (hi - lo) / (qmax - qmin)
-    scale = scale.clamp(min=torch.finfo(torch.float32).eps)  # all-zero range
-    if symmetric:
-        return scale, torch.zeros_like(scale, dtype=torch.int32)
-    zero = (qmin - torch.round(lo / scale)).clamp(qmin, qmax).to(torch.int32)
-    return scale, zero
-
-
-def _view(param: Tensor | float, x: Tensor, axis: int | None, name: str) -> Tensor:
-    """``param`` as a tensor broadcasting along ``axis`` of ``x`` (per channel)."""
-    p = torch.as_tensor(param, device=x.device)
-    if axis is None:
-        if p.numel() != 1:
-            raise ValueError(f"{name} has {p.numel()} values; per-tensor needs 1")
-        return p.reshape(())
-    if not -x.dim() <= axis < x.dim():
-        raise ValueError(f"axis must be in [{-x.dim()}, {x.dim() - 1}], got {axis}")
-    if p.numel() != x.shape[axis]:
-        raise ValueError(
-            f"{name} has {p.numel()} values but axis {axis} has {x.shape[axis]}"
-        )
-    shape = [1] * x.dim()
-    shape[axis] = -1
-    return p.reshape(shape)
-
-
-def _checked(x: Tensor, scale: Tensor | float, zero_point: Tensor | float, axis):
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a Tensor, got {type(x).__name__}")
-    if x.numel() == 0:
-        raise ValueError("x is empty")
-    s = _view(scale, x, axis, "scale").to(x.dtype)
-    if not bool((s > 0).all()):
-        raise ValueError("scale must be > 0")
-    return s, _view(zero_point, x, axis, "zero_point").to(x.dtype)
-
-
-def quantize(
-    x: Tensor,
-    scale: Tensor | float,
-    zero_point: Tensor | float,
-    bits: int = 8,
-    signed: bool = False,
-    axis: int | None = None,
-    narrow: bool = False,
-) -> Tensor:
-    """Integers ``q = clamp(round(x / S) + Z, q_min, q_max)`` (int32 tensor).
-
-    Rounds half to even (``torch.round``) and, like torch's kernels, multiplies by
-    ``1/S`` instead of dividing, so results equal ``torch.fake_quantize_*``.
-    """
-    qmin, qmax = qrange(bits, signed, narrow)
-    s, z = _checked(x, scale, zero_point, axis)
-    return _codes(x, s, z).clamp(qmin, qmax).to(torch.int32)
-
-
-def _codes(x: Tensor, scale: Tensor, zero: Tensor) -> Tensor:
-    """Unclamped ``round(x / S) + Z``, multiplying by ``1/S`` as torch's kernels do."""
-    return torch.round(x * (1.0 / scale)) + zero
-
-
-def dequantize(
-    q: Tensor,
-    scale: Tensor | float,
-    zero_point: Tensor | float,
-    axis: int | None = None,
-) -> Tensor:
-    """Reals ``r = S (q - Z)``."""
-    s, z = _checked(q.float(), scale, zero_point, axis)
-    return s * (q.float() - z)
-
-
-class _FakeQuantSTE(torch.autograd.Function):
-    """``S (clamp(round(x/S) + Z) - Z)``; gradient 1 inside the range, 0 outside."""
-
-    @staticmethod
-    def forward(ctx, x, scale, zero, qmin, qmax):  # noqa: ANN001, D102
-        q = _codes(x, scale, zero)
-        ctx.save_for_backward((q >= qmin) & (q <= qmax))
-        return (q.clamp(qmin, qmax) - zero) * scale
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, D102
-        (inside,) = ctx.saved_tensors
-        return grad * inside, None, None, None, None
-
-
-def fake_quantize(
-    x: Tensor,
-    scale: Tensor | float,
-    zero_point: Tensor | float,
-    bits: int = 8,
-    signed: bool = False,
-    axis: int | None = None,
-    narrow: bool = False,
-) -> Tensor:
-    """``dequantize(quantize(x))`` in float, differentiable with the
-    straight-through estimator (gradient passed only inside the clipping range)."""
-    qmin, qmax = qrange(bits, signed, narrow)
-    s, z = _checked(x, scale, zero_point, axis)
-    return _FakeQuantSTE.apply(x, s, z, qmin, qmax)
+from .primitives import fake_quantize, inputs_of, qparams, qrange
 
 
 # ------------------------------------------------------------------ modules
@@ -186,13 +43,14 @@ class FakeQuant(nn.Module):
     def __init__(
         self,
         bits: int = 8,
+        *,
         symmetric: bool = False,
         axis: int | None = None,
         observer: str = "minmax",
         dynamic: bool = False,
     ) -> None:
         super().__init__()
-        qrange(bits, symmetric, symmetric)
+        qrange(bits, signed=symmetric, narrow=symmetric)
         self.bits, self.symmetric, self.axis, self.dynamic = (
             bits,
             symmetric,
@@ -209,7 +67,9 @@ class FakeQuant(nn.Module):
     def freeze(self) -> None:
         """Set ``scale``/``zero_point`` from the observed range."""
         lo, hi = self.observer.range(self.bits, self.symmetric)
-        self.scale, self.zero_point = qparams(lo, hi, self.bits, self.symmetric)
+        self.scale, self.zero_point = qparams(
+            lo, hi, self.bits, symmetric=self.symmetric
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         if self.dynamic:
@@ -222,9 +82,9 @@ class FakeQuant(nn.Module):
             x,
             self.scale,
             self.zero_point,
-            self.bits,
-            self.symmetric,
-            self.axis,
+            bits=self.bits,
+            signed=self.symmetric,
+            axis=self.axis,
             narrow=self.symmetric,
         )
 
@@ -269,6 +129,7 @@ def _is(gm: GraphModule, node: Node, modules: tuple, fns: set) -> bool:
 
 def quantize_model(
     model: nn.Module,
+    *,
     weight_bits: int = 8,
     act_bits: int | None = 8,
     per_channel: bool = True,
@@ -289,7 +150,7 @@ def quantize_model(
         weight_bits: weight bit width (>= 2).
         act_bits: activation bit width, or None to keep activations in float.
         per_channel: one scale per output channel of each weight.
-        observer: activation range observer (see ``lwt.observers``).
+        observer: activation range observer (see ``observers.OBSERVERS``).
         weight_observer: weight range observer.
     """
     gm = fold_batchnorm(model)
@@ -297,9 +158,9 @@ def quantize_model(
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             fq = FakeQuant(
                 weight_bits,
-                True,
-                0 if per_channel else None,
-                weight_observer,
+                symmetric=True,
+                axis=0 if per_channel else None,
+                observer=weight_observer,
                 dynamic=True,
             )
             parametrize.register_parametrization(m, "weight", fq)
@@ -331,7 +192,7 @@ def activation_quantizers(model: nn.Module) -> list[FakeQuant]:
     return [m for m in model.modules() if isinstance(m, FakeQuant) and not m.dynamic]
 
 
-def set_mode(model: nn.Module, observe: bool, quantize: bool) -> nn.Module:
+def set_mode(model: nn.Module, *, observe: bool, quantize: bool) -> nn.Module:
     """Switch every activation quantizer to observing and/or quantizing."""
     for fq in activation_quantizers(model):
         fq.observing, fq.enabled = observe, quantize
@@ -339,7 +200,7 @@ def set_mode(model: nn.Module, observe: bool, quantize: bool) -> nn.Module:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches) -> nn.Module:  # noqa: ANN001
+def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:
     """PTQ calibration: run float activations through the observers, then freeze
     every activation range and turn quantization on.
 
@@ -351,32 +212,32 @@ def calibrate(model: nn.Module, batches) -> nn.Module:  # noqa: ANN001
     for fq in activation_quantizers(model):
         fq.observer.reset()
     for batch in batches:
-        model(batch[0] if isinstance(batch, (tuple, list)) else batch)
+        model(inputs_of(batch))
     for fq in activation_quantizers(model):
         fq.freeze()
     return set_mode(model, observe=False, quantize=True)
 
 
-def qat(
-    model: nn.Module,
-    loader: Iterable,
-    epochs: int,
-    lr: float,
-    weight_decay: float = 0.0,
-    quiet: bool = True,
-) -> nn.Module:
+def qat(model: nn.Module, finetune: Callable[[nn.Module], object]) -> nn.Module:
     """Quantization-aware training of a calibrated model from ``quantize_model``.
 
-    SGD (momentum 0.9) through the fake quantizers, whose gradient is the
-    straight-through estimator, with the rate cosine-annealed from ``lr`` to 0
-    (start from the trained, PTQ-calibrated model: QAT is a fine-tuning method).
-    Returns ``model`` (trained in place) in eval mode.
+    The activation ranges stay frozen and ``finetune(model)`` trains the float
+    ("shadow") weights through the fake quantizers, whose gradient is the
+    straight-through estimator; the weight ranges follow the weights. Start from the
+    trained, PTQ-calibrated model: QAT is a fine-tuning method (Jacob et al. 2018).
+
+    Args:
+        model: a calibrated model from ``quantize_model``.
+        finetune: trains ``model`` in place, e.g. a few epochs of SGD with a small,
+            annealed rate (``lwt.train.finetune``).
+
+    Returns:
+        ``model``, trained in place, in eval mode.
     """
-    opt = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
-    )
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(loader))
-    training.train(model, loader, epochs, opt, sched, quiet=quiet)
+    if not any(isinstance(m, FakeQuant) for m in model.modules()):
+        raise TypeError("model has no FakeQuant modules: use quantize_model first")
+    set_mode(model, observe=False, quantize=True)
+    finetune(model)
     return model.eval()
 
 

@@ -1,4 +1,4 @@
-"""Unstructured pruning (枝刈り): magnitude masks, schedules, sensitivity, sparse files.
+"""Unstructured pruning (枝刈り): magnitude masks, schedules, sensitivity.
 
 Masks are standard ``torch.nn.utils.prune`` masks: a pruned layer holds ``weight_orig``
 and a ``weight_mask`` buffer, and computes ``weight = weight_orig * weight_mask`` before
@@ -15,13 +15,13 @@ References:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from . import train as training
+from ._amounts import per_layer
 
 PRUNABLE = (nn.Conv2d, nn.Linear)
 Amounts = float | dict[str, float]
@@ -38,18 +38,7 @@ def _check_amount(amount: float, name: str = "amount") -> None:
 
 
 def _resolve(model: nn.Module, amounts: Amounts) -> dict[str, float]:
-    layers = prunable_layers(model)
-    if isinstance(amounts, (int, float)):
-        amounts = {n: float(amounts) for n in layers}
-    unknown = sorted(set(amounts) - set(layers))
-    if unknown:
-        raise ValueError(
-            f"layers {unknown} are not conv/linear layers of the model; "
-            f"prunable: {sorted(layers)}"
-        )
-    for name, a in amounts.items():
-        _check_amount(a, f"amount of {name}")
-    return dict(amounts)
+    return per_layer(amounts, prunable_layers(model), "conv/linear layers")
 
 
 def set_mask(module: nn.Module, mask: Tensor) -> None:
@@ -104,13 +93,10 @@ def han_prune(model: nn.Module, quality: Amounts) -> nn.Module:
     dict ``quality`` are left alone.
     """
     layers = prunable_layers(model)
-    if isinstance(quality, (int, float)):
-        quality = {n: float(quality) for n in layers}
-    for name, q in quality.items():
-        if name not in layers or q < 0:
-            raise ValueError(
-                f"quality needs known layers and values >= 0, got {name}={q}"
-            )
+    qualities = per_layer(
+        quality, layers, "conv/linear layers", value="quality", high=None
+    )
+    for name, q in qualities.items():
         w = layers[name].weight.detach()
         alive = w[w != 0]
         set_mask(layers[name], (w.abs() >= q * alive.std()).float())
@@ -133,10 +119,12 @@ def global_magnitude_prune(model: nn.Module, amount: float) -> nn.Module:
 
 
 def make_permanent(model: nn.Module) -> nn.Module:
-    """Fold every mask into its weight (``prune.remove``): zeros stay, hooks go."""
-    for m in prunable_layers(model).values():
-        if prune.is_pruned(m):
-            prune.remove(m, "weight")
+    """Fold every prune mask into its tensor (``prune.remove``): zeros stay, the
+    ``*_orig``/``*_mask`` pairs and hooks go (weights, biases, any pruned name)."""
+    for m in model.modules():
+        for hook in list(m._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(m, hook._tensor_name)
     return model
 
 
@@ -230,51 +218,58 @@ class GradualPruning:
         self.history.append((step, max(amounts.values())))
 
 
+def cubic_schedule(final: Amounts, steps: int) -> list[Amounts]:
+    """``steps`` sparsity targets rising to ``final``, fast first: the Zhu & Gupta
+    cubic at ``t = k`` (``t0 = 0``, ``Δt = 1``, ``n = steps``), ``k = 1 … steps``.
+
+    ``final`` is one sparsity or ``{layer: sparsity}``; each step has the same form.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+
+    def at(k: int, s: float) -> float:
+        return zhu_gupta_sparsity(k, s, 0, 1, steps)
+
+    if isinstance(final, dict):
+        return [{n: at(k, s) for n, s in final.items()} for k in range(1, steps + 1)]
+    return [at(k, float(final)) for k in range(1, steps + 1)]
+
+
 def iterative_prune(
     model: nn.Module,
-    loader: Sequence,
     schedule: Sequence[Amounts],
-    epochs_per_step: int,
-    lr: float,
-    weight_decay: float = 0.0,
-    anneal: bool = False,
-    quiet: bool = True,
-) -> list[dict[str, float]]:
-    """Han et al. 2015: prune to each sparsity of ``schedule``, then retrain.
+    *,
+    retrain: Callable[[nn.Module], object],
+) -> nn.Module:
+    """Han et al. 2015: prune to each sparsity of ``schedule``, retraining after each.
 
-    Retraining uses SGD with momentum at ``lr`` (Han: 1/10 of the original rate),
-    fixed, or with ``anneal=True`` cosine-annealed to 0 within each step (as in
-    learning-rate rewinding, Renda et al. 2020). Masks keep pruned weights at zero.
-    Returns the training history.
+    Masks keep pruned weights at zero while ``retrain(model)`` trains the survivors
+    (Han: at about 1/10 of the original rate; e.g. ``lwt.train.finetune``). Each
+    step prunes to its *target* sparsity of the layer, so the schedule lists totals
+    (``cubic_schedule`` makes one), not increments.
+
+    Returns:
+        ``model``, pruned and retrained in place (masks still attached: see
+        :func:`make_permanent`).
     """
-    if epochs_per_step < 0 or lr <= 0:
-        raise ValueError(
-            f"need epochs_per_step >= 0 and lr > 0, got {epochs_per_step}, {lr}"
-        )
-    history = []
     for amounts in schedule:
         magnitude_prune(model, amounts)
-        opt = torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay
-        )
-        steps = max(epochs_per_step * len(loader), 1)
-        sched = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
-        )
-        history += training.train(
-            model, loader, epochs_per_step, opt, sched, quiet=quiet
-        )
-    return history
+        retrain(model)
+    return model
 
 
 # --------------------------------------------------------------------- sensitivity
 def sensitivity_scan(
     model: nn.Module,
-    loader: Iterable,
     sparsities: Sequence[float],
+    *,
+    evaluate: Callable[[nn.Module], float],
     layers: Sequence[str] | None = None,
 ) -> dict[str, list[float]]:
     """Accuracy with one layer alone magnitude-pruned to each sparsity (no retraining).
+
+    ``evaluate(model)`` returns the accuracy of a pruned copy (e.g. on a held-out
+    subset, ``lambda m: lwt.train.evaluate(m, loader)``); ``model`` is not changed.
 
     Returns:
         ``{layer: [accuracy at each sparsity]}``.
@@ -285,7 +280,7 @@ def sensitivity_scan(
         accs = []
         for s in sparsities:
             trial = magnitude_prune(copy.deepcopy(model), {name: s})
-            accs.append(training.evaluate(trial, loader))
+            accs.append(evaluate(trial))
         result[name] = accs
     return result
 
@@ -293,6 +288,7 @@ def sensitivity_scan(
 def sparsities_from_scan(
     scan: dict[str, list[float]],
     sparsities: Sequence[float],
+    *,
     baseline: float,
     max_drop: float,
 ) -> dict[str, float]:

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .quantization import FakeQuant, qrange, quantize
+from .fake_quant import FakeQuant
+from .primitives import qrange, quantize
 
 Layer = nn.Conv2d | nn.Linear
 
@@ -28,7 +29,10 @@ def quantized_weight(layer: Layer) -> tuple[Tensor, FakeQuant]:
     w = layer.parametrizations.weight.original.detach()
     fq = layer.parametrizations.weight[0]
     fq(w)  # refresh the dynamic scale
-    return quantize(w, fq.scale, fq.zero_point, fq.bits, True, fq.axis, True), fq
+    q = quantize(
+        w, fq.scale, fq.zero_point, bits=fq.bits, signed=True, axis=fq.axis, narrow=True
+    )
+    return q, fq
 
 
 def integer_forward(

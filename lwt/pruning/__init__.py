@@ -1,0 +1,78 @@
+"""Pruning (枝刈り): remove weights, or whole filters, that the network can do without.
+
+- ``unstructured``: magnitude / Han-threshold / global masks (``torch.nn.utils.prune``),
+  the Zhu & Gupta schedule, Han's iterative prune-retrain, sensitivity scans.
+- ``structured``: Li et al. L1 filter pruning that removes channels for real.
+- ``coupling``: which layers' channels are tied together (``torch.fx``), checked
+  before any channel is removed.
+- ``sparse``: bitmask storage of a pruned model: the honest file size.
+
+Copy this folder into your project to use it: it depends only on torch (and
+torchvision's ResNet block types).
+"""
+
+from . import coupling, sparse, structured, unstructured
+from .coupling import ChannelPath, CouplingError, channel_path
+from .sparse import from_sparse_state, load_sparse, sparse_bytes, to_sparse_state
+from .structured import (
+    filters_to_keep,
+    keep_bn,
+    keep_inputs,
+    keep_outputs,
+    l1_norms,
+    prune_filters,
+    prune_resnet_blocks,
+)
+from .unstructured import (
+    PRUNABLE,
+    GradualPruning,
+    cubic_schedule,
+    global_magnitude_prune,
+    han_prune,
+    iterative_prune,
+    magnitude_mask,
+    magnitude_prune,
+    make_permanent,
+    prunable_layers,
+    sensitivity_scan,
+    set_mask,
+    sparsities_from_scan,
+    sparsity_report,
+    zhu_gupta_sparsity,
+)
+
+__all__ = [
+    "ChannelPath",
+    "CouplingError",
+    "channel_path",
+    "coupling",
+    "PRUNABLE",
+    "GradualPruning",
+    "cubic_schedule",
+    "filters_to_keep",
+    "from_sparse_state",
+    "global_magnitude_prune",
+    "han_prune",
+    "iterative_prune",
+    "keep_bn",
+    "keep_inputs",
+    "keep_outputs",
+    "l1_norms",
+    "load_sparse",
+    "magnitude_mask",
+    "magnitude_prune",
+    "make_permanent",
+    "prunable_layers",
+    "prune_filters",
+    "prune_resnet_blocks",
+    "sensitivity_scan",
+    "set_mask",
+    "sparse",
+    "sparse_bytes",
+    "sparsities_from_scan",
+    "sparsity_report",
+    "structured",
+    "to_sparse_state",
+    "unstructured",
+    "zhu_gupta_sparsity",
+]

@@ -1,0 +1,54 @@
+"""Quantization (量子化): fewer bits for weights and activations.
+
+- ``primitives``: ``r = S (q - Z)``; ``qrange``, ``qparams``, ``quantize``,
+  ``dequantize``, ``fake_quantize`` (straight-through estimator).
+- ``observers``: calibration ranges (min-max, moving average, percentile, MSE).
+- ``fake_quant``: ``FakeQuant``, BatchNorm folding, ``quantize_model`` (PTQ/QAT
+  preparation with ``torch.fx``), ``calibrate``, ``qat``.
+- ``integer``: integer-only reference of one conv/linear layer.
+
+Copy this folder into your project to use it: it depends only on torch.
+"""
+
+from .fake_quant import (
+    FakeQuant,
+    activation_quantizers,
+    calibrate,
+    fold_batchnorm,
+    layer_quantizers,
+    qat,
+    quantize_model,
+    set_mode,
+)
+from .integer import integer_forward, quantized_weight
+from .observers import OBSERVERS, Observer, make_observer
+from .primitives import (
+    dequantize,
+    fake_quantize,
+    inputs_of,
+    qparams,
+    qrange,
+    quantize,
+)
+
+__all__ = [
+    "OBSERVERS",
+    "FakeQuant",
+    "Observer",
+    "activation_quantizers",
+    "calibrate",
+    "dequantize",
+    "fake_quantize",
+    "fold_batchnorm",
+    "inputs_of",
+    "integer_forward",
+    "layer_quantizers",
+    "make_observer",
+    "qat",
+    "qparams",
+    "qrange",
+    "quantize",
+    "quantize_model",
+    "quantized_weight",
+    "set_mode",
+]

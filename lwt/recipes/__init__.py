@@ -1,0 +1,142 @@
+"""Recipes (レシピ): how every shipped checkpoint is made, one small module per method.
+
+Each method module holds a frozen ``Config`` dataclass (its settings, recorded in the
+manifest) and two functions:
+
+- ``run(config, base, *, epochs_scale, subset, quiet) -> Result``: make the model
+  (train from scratch, or compress ``base``, a trained copy of the baseline);
+- ``build(config, arch) -> nn.Module``: a fresh model with the checkpoint's shapes,
+  from the architecture ``Result.arch`` recorded in the manifest, so loading a
+  checkpoint never runs compression code.
+
+``SHIPPED`` names every checkpoint ``lwt.zoo`` ships; later lessons add their method
+modules to ``METHODS`` and their checkpoints to ``SHIPPED``. The layers import one
+way: core (``data``, ``models``, ``train``, ``measure``) ← techniques ← recipes ← zoo.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from types import ModuleType
+
+from torch import nn
+
+from .. import models
+from .._lookup import lookup
+from . import filters, iterative, qat, scratch
+from ._common import Result
+
+METHODS: dict[str, ModuleType] = {
+    m.METHOD: m for m in (scratch, iterative, filters, qat)
+}
+
+SHIPPED: dict[str, object] = {
+    # baselines (notebook 00)
+    "lenet300": scratch.Config("lenet300", epochs=20, lr=0.05, weight_decay=1e-4),
+    "lenet5": scratch.Config("lenet5", epochs=15, lr=0.05, weight_decay=5e-4),
+    "resnet20": scratch.Config("resnet20", epochs=40, lr=0.15, weight_decay=5e-4),
+    # pruning (notebook 01)
+    "lenet300-pruned": iterative.Config(
+        "lenet300",
+        final={"fc1": 0.925, "fc2": 0.91, "fc3": 0.74},
+        epochs_per_step=12,
+        final_epochs=24,
+        lr=0.01,
+        weight_decay=1e-4,
+    ),
+    "lenet5-pruned": iterative.Config(
+        "lenet5",
+        final={"conv1": 0.34, "conv2": 0.88, "fc1": 0.93, "fc2": 0.81},
+        epochs_per_step=6,
+        final_epochs=6,
+        lr=0.01,
+        weight_decay=5e-4,
+    ),
+    "resnet20-filters": filters.Config(
+        "resnet20", amount=0.4, multiple_of=8, epochs=10, lr=0.05, weight_decay=5e-4
+    ),
+    # quantization (notebook 02)
+    "resnet20-qat4": qat.Config(
+        "resnet20", weight_bits=4, weight_observer="mse", epochs=3, lr=0.005
+    ),
+}
+
+
+def config(name: str):  # noqa: ANN201 - one of the methods' Config classes
+    """The recipe's settings of shipped checkpoint ``name``."""
+    return lookup(SHIPPED, name, "checkpoint name")
+
+
+def method(name: str) -> ModuleType:
+    """The method module that makes checkpoint ``name``."""
+    return METHODS[config(name).METHOD]
+
+
+def base_of(name: str) -> str | None:
+    """The shipped baseline a checkpoint is made from (None: trained from scratch)."""
+    return getattr(config(name), "base", None)
+
+
+def model_of(name: str) -> str:
+    """The ``lwt.models`` architecture a checkpoint starts from."""
+    cfg = config(name)
+    return cfg.model if cfg.METHOD == scratch.METHOD else cfg.base
+
+
+def dataset_of(name: str) -> str:
+    """The dataset checkpoint ``name`` is trained and tested on."""
+    return models.dataset_of(model_of(name))
+
+
+def describe(name: str) -> dict:
+    """The recipe as the manifest records it: ``{"method": ..., **settings}``."""
+    cfg = config(name)
+    return {"method": cfg.METHOD, **asdict(cfg)}
+
+
+def build(name: str, arch: dict | None = None) -> nn.Module:
+    """A fresh model with the shapes of checkpoint ``name`` (see module docstring)."""
+    return method(name).build(config(name), arch or {})
+
+
+def run(
+    name: str,
+    base: nn.Module | None,
+    *,
+    epochs_scale: float = 1.0,
+    subset: int | None = None,
+    quiet: bool = True,
+) -> Result:
+    """Make checkpoint ``name`` by its recipe.
+
+    Args:
+        name: a key of ``SHIPPED``.
+        base: a trained copy of ``base_of(name)`` (changed in place), or None for a
+            recipe that trains from scratch.
+        epochs_scale: multiply every epoch count (quick runs use less than 1).
+        subset: train on a seeded subset of this many images (quick runs).
+        quiet: hide progress.
+    """
+    if (base is None) != (base_of(name) is None):
+        want = base_of(name)
+        raise ValueError(
+            f"{name!r} needs base={'a trained ' + want if want else 'None'}"
+        )
+    return method(name).run(
+        config(name), base, epochs_scale=epochs_scale, subset=subset, quiet=quiet
+    )
+
+
+__all__ = [
+    "METHODS",
+    "SHIPPED",
+    "Result",
+    "base_of",
+    "build",
+    "config",
+    "dataset_of",
+    "describe",
+    "method",
+    "model_of",
+    "run",
+]

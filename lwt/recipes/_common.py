@@ -1,0 +1,43 @@
+"""What every recipe shares: its result, scaled epochs and the seeded training data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .. import data, models, train
+
+
+@dataclass
+class Result:
+    """What a recipe made and what it really did (recorded in the manifest).
+
+    Attributes:
+        model: the trained or compressed model (CPU or the training device).
+        epochs: total epochs over the training set, all stages together.
+        arch: what ``build`` needs to recreate the shapes (e.g. kept widths).
+        schedule: the stages as run (sparsities, epochs, rates), for the record.
+    """
+
+    model: nn.Module
+    epochs: int
+    arch: dict = field(default_factory=dict)
+    schedule: list[dict] = field(default_factory=list)
+
+
+def scaled(epochs: int, scale: float) -> int:
+    """``epochs`` times ``scale``, rounded, at least 1 (quick runs)."""
+    return max(1, round(epochs * scale))
+
+
+def seeded_loader(
+    model_name: str, seed: int, subset: int | None, batch_size: int = 128
+) -> data.BatchLoader:
+    """Seed every generator (``train.set_seed``), then return the seeded training
+    loader of ``model_name``'s dataset (which draws from its own generator)."""
+    train.set_seed(seed)
+    loader, _ = data.get_loaders(
+        models.dataset_of(model_name), batch_size, subset=subset, seed=seed
+    )
+    return loader

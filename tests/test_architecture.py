@@ -1,0 +1,208 @@
+"""The package's shape: one-way imports, no cycles, copyable technique files, and an
+installed (non-editable) package that still finds its checkpoints and data."""
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "lwt"
+CORE = {"lwt.data", "lwt.models", "lwt.train", "lwt.measure", "lwt._lookup"}
+# Technique units: a module, or a subpackage copied as one folder.
+TECHNIQUES = {"lwt.pruning", "lwt.quantization", "lwt.deploy"}
+LAYER = {"core": 0, "technique": 1, "recipes": 2, "zoo": 3}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """The ``lwt`` modules a file imports (resolving relative imports)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("lwt")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if not mod.startswith("lwt"):
+                continue
+            for alias in node.names:
+                sub = f"{mod}.{alias.name}"
+                found.add(sub if _exists(sub) else mod)
+    return found - {name}
+
+
+def _exists(mod: str) -> bool:
+    p = ROOT / Path(*mod.split("."))
+    return p.with_suffix(".py").is_file() or (p / "__init__.py").is_file()
+
+
+GRAPH = {module_name(p): imports_of(p) for p in PKG.rglob("*.py")}
+
+
+def unit(mod: str) -> str:
+    """The unit a module belongs to: its technique subpackage, or itself."""
+    for t in TECHNIQUES | {"lwt.recipes"}:
+        if mod == t or mod.startswith(t + "."):
+            return t
+    return mod
+
+
+def layer(mod: str) -> int:
+    u = unit(mod)
+    if u in CORE:
+        return LAYER["core"]
+    if u in TECHNIQUES:
+        return LAYER["technique"]
+    if u == "lwt.recipes":
+        return LAYER["recipes"]
+    if u == "lwt.zoo":
+        return LAYER["zoo"]
+    raise AssertionError(f"{mod}: give it a layer in tests/test_architecture.py")
+
+
+def test_every_module_has_a_layer():
+    for mod in GRAPH:
+        if mod != "lwt":
+            layer(mod)
+
+
+def test_no_import_cycles():
+    state: dict[str, int] = {}
+
+    def visit(m, stack):
+        state[m] = 1
+        for n in GRAPH.get(m, ()):
+            if n.startswith(m + ".") or m.startswith(n + "."):
+                continue  # a package and its own modules
+            if state.get(n) == 1:
+                pytest.fail("import cycle: " + " -> ".join([*stack, m, n]))
+            if not state.get(n):
+                visit(n, [*stack, m])
+        state[m] = 2
+
+    for m in GRAPH:
+        if not state.get(m):
+            visit(m, [])
+
+
+def test_imports_point_one_way():
+    bad = []
+    for mod, deps in GRAPH.items():
+        if mod == "lwt":
+            continue
+        for dep in deps:
+            if dep == "lwt" or unit(dep) == unit(mod):
+                continue
+            if layer(dep) >= layer(mod) and not (layer(mod) == 0 and layer(dep) == 0):
+                bad.append(f"{mod} imports {dep}")
+    assert not bad, bad
+
+
+def test_technique_files_import_only_their_own_unit():
+    for mod, deps in GRAPH.items():
+        if unit(mod) in TECHNIQUES:
+            assert all(unit(d) == unit(mod) for d in deps), (mod, deps)
+
+
+COPY_CHECKS = {
+    "pruning": """
+        import torch
+        from pruning import magnitude_prune, sparse_bytes, prune_filters
+        m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 2))
+        magnitude_prune(m, 0.5)
+        assert len(sparse_bytes(m)) > 0
+        prune_filters(m, "0", "2", 0.5)
+        assert m[0].out_features == 4
+    """,
+    "quantization": """
+        import torch
+        from quantization import fake_quantize, quantize_model, calibrate
+        x = torch.randn(16)
+        assert fake_quantize(x, 0.1, 0, bits=4, signed=True).abs().max() <= 0.8
+        m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+        q = calibrate(quantize_model(m), [torch.randn(8, 4)])
+        assert q(torch.randn(2, 4)).shape == (2, 4)
+    """,
+    "deploy.py": """
+        import deploy
+        assert callable(deploy.export_onnx) and callable(deploy.top1_agreement)
+    """,
+}
+
+
+@pytest.mark.parametrize("unit_name", sorted(COPY_CHECKS))
+def test_technique_runs_when_copied_alone(tmp_path, unit_name):
+    src = PKG / unit_name
+    if src.is_dir():
+        shutil.copytree(src, tmp_path / unit_name)
+    else:
+        shutil.copy(src, tmp_path / unit_name)
+    script = tmp_path / "check.py"
+    script.write_text(textwrap.dedent(COPY_CHECKS[unit_name]))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    # -I would drop PYTHONPATH; -s and a foreign cwd keep the lwt checkout out of reach
+    run = subprocess.run(
+        [sys.executable, "-s", str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_non_editable_install_finds_checkpoints_and_data_dir(tmp_path):
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if build.returncode:
+        pytest.skip(f"pip could not build the package here: {build.stderr[-500:]}")
+    assert (target / "lwt" / "checkpoints" / "manifest.json").is_file()
+    script = textwrap.dedent("""
+        import os, pathlib, lwt, lwt.data, lwt.zoo
+        assert "site" in lwt.__file__, lwt.__file__
+        m = lwt.zoo.load_pretrained("lenet300")
+        assert lwt.data.data_root() == pathlib.Path(os.environ["LWT_DATA_DIR"])
+        print(type(m).__name__)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "LWT_CHECKPOINT_DIR"}
+    env.update(PYTHONPATH=str(target), LWT_DATA_DIR=str(tmp_path / "somewhere"))
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "LeNet300100"

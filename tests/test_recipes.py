@@ -1,0 +1,108 @@
+import dataclasses
+
+import pytest
+import torch
+
+from lwt import measure, models, pruning, quantization, recipes, zoo
+
+
+def test_cubic_schedule_is_zhu_gupta_and_ends_at_final():
+    steps = pruning.cubic_schedule({"fc1": 0.9}, 4)
+    assert [s["fc1"] for s in steps] == pytest.approx(
+        [0.9 * (1 - (1 - k / 4) ** 3) for k in range(1, 5)]
+    )
+    assert steps[-1] == {"fc1": pytest.approx(0.9)}
+    assert pruning.cubic_schedule(0.5, 2)[-1] == pytest.approx(0.5)
+
+
+def test_build_from_recorded_widths_without_compression_code(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("build ran compression code")
+
+    monkeypatch.setattr(pruning, "prune_resnet_blocks", refuse)
+    monkeypatch.setattr(pruning.structured, "filters_to_keep", refuse)
+    widths = {
+        f"layer{i}.{j}": w for i, w in ((1, 8), (2, 16), (3, 40)) for j in range(3)
+    }
+    filt = recipes.build("resnet20-filters", {"widths": widths})
+    assert [
+        filt.get_submodule(f"layer{i}.0").conv1.out_channels for i in (1, 2, 3)
+    ] == [
+        8,
+        16,
+        40,
+    ]
+    assert measure.count_macs(filt, (3, 32, 32)) < measure.count_macs(
+        models.create_model("resnet20"), (3, 32, 32)
+    )
+    with pytest.raises(ValueError, match="widths"):
+        recipes.build("resnet20-filters", {})
+    assert isinstance(recipes.build("lenet5-pruned"), models.LeNet5)
+
+
+def test_names_methods_and_unknowns():
+    assert recipes.base_of("lenet300-pruned") == "lenet300"
+    assert recipes.base_of("lenet300") is None
+    assert recipes.describe("lenet300-pruned")["method"] == "iterative"
+    assert set(recipes.SHIPPED) == set(zoo.names())
+    assert zoo.base_of("resnet20-filters") == "resnet20"
+    for name in recipes.SHIPPED:
+        assert recipes.config(name).METHOD in recipes.METHODS
+        assert dataclasses.is_dataclass(recipes.config(name))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            recipes.config(name).seed = 1
+    with pytest.raises(ValueError, match="unknown; choose from"):
+        recipes.build("lenet300-quantized")
+    with pytest.raises(ValueError, match="unknown; choose from"):
+        zoo.base_of("nope")
+    with pytest.raises(ValueError, match="needs base"):
+        recipes.run("lenet300-pruned", None)
+
+
+def test_run_iterative_reaches_final_sparsities_quickly():
+    try:
+        base = zoo.load_pretrained("lenet300")
+        result = recipes.run("lenet300-pruned", base, epochs_scale=0.01, subset=256)
+    except FileNotFoundError:
+        pytest.skip("MNIST or the lenet300 checkpoint not available")
+    final = recipes.config("lenet300-pruned").final
+    kept = {r["layer"]: r["kept"] for r in pruning.sparsity_report(result.model)}
+    for layer, s in final.items():
+        assert kept[layer] == pytest.approx(1 - s, abs=1e-4)
+    assert not any(n.endswith("_orig") for n, _ in result.model.named_parameters())
+    assert result.epochs == 6 and len(result.schedule) == 6  # 5 steps + final, 1 each
+    assert result.schedule[-1]["anneal"] and not result.schedule[0]["anneal"]
+
+
+def test_run_filters_records_the_widths_it_made():
+    try:
+        result = recipes.run(
+            "resnet20-filters",
+            models.create_model("resnet20"),
+            epochs_scale=0.1,
+            subset=128,
+        )
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not available")
+    ref = recipes.build("resnet20-filters", result.arch)
+    ref.load_state_dict(result.model.state_dict())  # same shapes, strict
+    assert set(result.arch["widths"].values()) == {8, 16, 40}
+    assert result.model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_run_qat_gives_a_loadable_quantized_model():
+    try:
+        result = recipes.run(
+            "resnet20-qat4",
+            models.create_model("resnet20"),
+            epochs_scale=0.1,
+            subset=256,
+        )
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not available")
+    ref = recipes.build("resnet20-qat4")
+    ref.load_state_dict(result.model.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(ref(x), result.model(x))
+    w, fq = quantization.quantized_weight(ref.get_submodule("layer1.0.conv1"))
+    assert fq.bits == 4 and w.abs().max() <= 7
