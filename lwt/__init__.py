@@ -11,6 +11,7 @@ Modules in lesson order; imports point one way: core ← techniques ← recipes 
 - ``lwt.quantization``: primitives, observers, fake-quant PTQ/QAT, integer reference
   (lesson 02; a folder you can copy).
 - ``lwt.deploy``: ONNX export and ONNX Runtime int8 deployment (lesson 02; one file).
+- ``lwt.lowrank``: SVD, Tucker-2 and CP factorization of layers (lesson 03; one file).
 - ``lwt.recipes``: how each shipped checkpoint is made, one module per method.
 - ``lwt.zoo``: sha256-verified shipped checkpoints; ``python -m lwt.zoo``.
 """

@@ -245,7 +245,12 @@ class Ledger:
     """
 
     def __init__(
-        self, input_shape: tuple[int, ...], threads: int = 1, repeats: int = 30
+        self,
+        input_shape: tuple[int, ...],
+        threads: int = 1,
+        repeats: int = 30,
+        *,
+        baseline: str | None = None,
     ) -> None:
         _check_shape(input_shape)
         self.input_shape, self.threads, self.repeats = (
@@ -253,6 +258,7 @@ class Ledger:
             threads,
             repeats,
         )
+        self.baseline = baseline
         self.rows: list[Row] = []
 
     def measure(
@@ -317,7 +323,13 @@ class Ledger:
         return row
 
     def records(self) -> list[dict[str, object]]:
-        """Rows as plain dicts with display units (%, KB, ms)."""
+        """Rows as plain dicts with display units (%, KB, ms).
+
+        With ``baseline`` (a row's name), three more columns give each row's factor
+        against it, ``baseline / row``: ``×size`` (file bytes), ``×MACs`` and ``×b64``
+        (batch-64 latency); above 1 means smaller or faster.
+        """
+        base = self._baseline_row()
         return [
             {
                 "model": r.name,
@@ -329,9 +341,27 @@ class Ledger:
                 "gzip KB": f"{r.gzip_bytes / 1e3:.1f}",
                 "ms b1": f"{r.latency_b1.median_ms:.2f}",
                 "ms b64": f"{r.latency_b64.median_ms:.2f}",
+                **(self._factors(r, base) if base is not None else {}),
             }
             for r in self.rows
         ]
+
+    def _baseline_row(self) -> Row | None:
+        if self.baseline is None:
+            return None
+        for r in self.rows:
+            if r.name == self.baseline:
+                return r
+        names = [r.name for r in self.rows]
+        raise ValueError(f"baseline {self.baseline!r} is not a row; rows: {names}")
+
+    @staticmethod
+    def _factors(r: Row, base: Row) -> dict[str, str]:
+        return {
+            "×size": f"{base.file_bytes / r.file_bytes:.2f}",
+            "×MACs": f"{base.macs / r.macs:.2f}" if r.macs else "-",
+            "×b64": f"{base.latency_b64.median_ms / r.latency_b64.median_ms:.2f}",
+        }
 
     def to_markdown(self) -> str:
         """The ledger as a Markdown table (as pasted into the README)."""

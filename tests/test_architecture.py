@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "lwt"
 CORE = {"lwt.data", "lwt.models", "lwt.train", "lwt.measure", "lwt._lookup"}
 # Technique units: a module, or a subpackage copied as one folder.
-TECHNIQUES = {"lwt.pruning", "lwt.quantization", "lwt.deploy"}
+TECHNIQUES = {"lwt.pruning", "lwt.quantization", "lwt.deploy", "lwt.lowrank"}
 LAYER = {"core": 0, "technique": 1, "recipes": 2, "zoo": 3}
 
 
@@ -138,6 +138,16 @@ COPY_CHECKS = {
         m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
         q = calibrate(quantize_model(m), [torch.randn(8, 4)])
         assert q(torch.randn(2, 4)).shape == (2, 4)
+    """,
+    "lowrank.py": """
+        import torch
+        from lowrank import factorize, tucker2_conv
+        m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 2))
+        factorize(m, {"0": 4})
+        assert m(torch.randn(2, 8)).shape == (2, 2)
+        c = tucker2_conv(torch.nn.Conv2d(3, 4, 3), (2, 2))
+        assert c(torch.randn(1, 3, 5, 5)).shape == (1, 4, 3, 3)
     """,
     "deploy.py": """
         import deploy

@@ -89,6 +89,22 @@ def test_ledger_rows_and_table():
     assert ledger.plot() is not None
 
 
+def test_ledger_factors_against_a_baseline_row():
+    big = nn.Sequential(nn.Flatten(), nn.Linear(4, 30), nn.Linear(30, 3))
+    small = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    ledger = measure.Ledger((1, 2, 2), repeats=3, baseline="big")
+    ledger.measure("big", big)
+    ledger.measure("small", small, payload=b"x" * 50)
+    big_rec, small_rec = ledger.records()
+    assert big_rec["×size"] == "1.00" and big_rec["×MACs"] == "1.00"
+    size = ledger.rows[0].file_bytes / 50
+    assert small_rec["×size"] == f"{size:.2f}"
+    assert small_rec["×MACs"] == f"{(4 * 30 + 30 * 3) / 12:.2f}"
+    assert "×b64" in ledger.to_markdown()
+    with pytest.raises(ValueError, match="baseline 'nope'"):
+        measure.Ledger((1, 2, 2), baseline="nope").records()
+
+
 def test_bad_shapes():
     with pytest.raises(ValueError, match="input_shape"):
         measure.count_macs(nn.Linear(1, 1), (0,))

@@ -106,3 +106,27 @@ def test_run_qat_gives_a_loadable_quantized_model():
     assert torch.equal(ref(x), result.model(x))
     w, fq = quantization.quantized_weight(ref.get_submodule("layer1.0.conv1"))
     assert fq.bits == 4 and w.abs().max() <= 7
+
+
+def test_lowrank_recipes_build_factored_shapes():
+    svd = recipes.build("lenet300-svd")
+    assert [svd.get_submodule(n)[0].out_features for n in ("fc1", "fc2")] == [32, 20]
+    base = models.create_model("lenet300")
+    assert measure.count_params(base) / measure.count_params(svd) >= 5
+    tucker = recipes.build("resnet20-tucker")
+    core = tucker.get_submodule("layer3.0.conv1")[1]  # 1x1 -> 3x3 core -> 1x1
+    assert (core.in_channels, core.out_channels, core.stride) == (16, 32, (2, 2))
+    assert measure.count_macs(models.create_model("resnet20"), (3, 32, 32)) >= 2 * (
+        measure.count_macs(tucker, (3, 32, 32))
+    )
+
+
+def test_run_lowrank_fine_tunes_the_factored_model():
+    try:
+        base = zoo.load_pretrained("lenet300")
+        result = recipes.run("lenet300-svd", base, epochs_scale=0.1, subset=512)
+    except FileNotFoundError:
+        pytest.skip("MNIST or the lenet300 checkpoint not available")
+    ref = recipes.build("lenet300-svd", result.arch)
+    ref.load_state_dict(result.model.state_dict())  # same shapes, strict
+    assert result.epochs == 1 and result.arch == {"ranks": {"fc1": 32, "fc2": 20}}

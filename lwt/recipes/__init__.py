@@ -23,11 +23,11 @@ from torch import nn
 
 from .. import models
 from .._lookup import lookup
-from . import filters, iterative, qat, scratch
+from . import factorized, filters, iterative, qat, scratch
 from ._common import Result
 
 METHODS: dict[str, ModuleType] = {
-    m.METHOD: m for m in (scratch, iterative, filters, qat)
+    m.METHOD: m for m in (scratch, iterative, filters, qat, factorized)
 }
 
 SHIPPED: dict[str, object] = {
@@ -58,6 +58,21 @@ SHIPPED: dict[str, object] = {
     # quantization (notebook 02)
     "resnet20-qat4": qat.Config(
         "resnet20", weight_bits=4, weight_observer="mse", epochs=3, lr=0.005
+    ),
+    # low-rank factorization (notebook 03)
+    "lenet300-svd": factorized.Config(
+        "lenet300",
+        ranks={"fc1": 32, "fc2": 20},
+        epochs=10,
+        lr=0.05,
+        weight_decay=1e-4,
+    ),
+    "resnet20-tucker": factorized.Config(
+        "resnet20",
+        ranks=factorized.half_channel_ranks("resnet20", prefix="layer"),
+        epochs=10,
+        lr=0.05,
+        weight_decay=5e-4,
     ),
 }
 
