@@ -41,3 +41,18 @@ def seeded_loader(
         models.dataset_of(model_name), batch_size, subset=subset, seed=seed
     )
     return loader
+
+
+def onecycle_finetune(
+    model: nn.Module,
+    loader: data.BatchLoader,
+    epochs: int,
+    config,
+    quiet: bool,  # noqa: ANN001
+) -> int:
+    """Fine-tune every layer with SGD-Nesterov and a one-cycle schedule at
+    ``config.lr`` / ``config.weight_decay``; returns the epochs run."""
+    opt, sched = train.sgd_onecycle(
+        model, epochs * len(loader), config.lr, config.weight_decay
+    )
+    return len(train.train(model, loader, epochs, opt, sched, quiet=quiet))

@@ -18,8 +18,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from .. import lowrank, models, train
-from ._common import Result, scaled, seeded_loader
+from .. import lowrank, models
+from ._common import Result, onecycle_finetune, scaled, seeded_loader
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,5 @@ def run(
     loader = seeded_loader(config.base, config.seed, subset)
     epochs = scaled(config.epochs, epochs_scale)
     lowrank.factorize(base, config.ranks, method=config.decomposition)
-    opt, sched = train.sgd_onecycle(
-        base, epochs * len(loader), config.lr, config.weight_decay
-    )
-    history = train.train(base, loader, epochs, opt, sched, quiet=quiet)
-    return Result(base.cpu(), len(history), arch={"ranks": dict(config.ranks)})
+    done = onecycle_finetune(base, loader, epochs, config, quiet)
+    return Result(base.cpu(), done, arch={"ranks": dict(config.ranks)})

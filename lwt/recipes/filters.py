@@ -16,8 +16,8 @@ from typing import ClassVar
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from .. import models, pruning, train
-from ._common import Result, scaled, seeded_loader
+from .. import models, pruning
+from ._common import Result, onecycle_finetune, scaled, seeded_loader
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,6 @@ def run(
     loader = seeded_loader(config.base, config.seed, subset)
     epochs = scaled(config.epochs, epochs_scale)
     pruning.prune_resnet_blocks(base, config.amount, multiple_of=config.multiple_of)
-    opt, sched = train.sgd_onecycle(
-        base, epochs * len(loader), config.lr, config.weight_decay
-    )
-    history = train.train(base, loader, epochs, opt, sched, quiet=quiet)
+    done = onecycle_finetune(base, loader, epochs, config, quiet)
     widths = {n: b.conv1.out_channels for n, b in _blocks(base).items()}
-    return Result(base, len(history), arch={"widths": widths})
+    return Result(base, done, arch={"widths": widths})
