@@ -44,19 +44,21 @@ def export_onnx(
     was_training = model.training
     example = torch.randn(2, *input_shape)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model.eval(),
-            (example,),
-            dynamic_shapes=({0: batch},),
-            input_names=["input"],
-            output_names=["logits"],
-            dynamo=True,
-            verbose=False,
-        )
-        program.save(str(path))
-    model.train(was_training)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                model.eval(),
+                (example,),
+                dynamic_shapes=({0: batch},),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamo=True,
+                verbose=False,
+            )
+            program.save(str(path))
+    finally:
+        model.train(was_training)  # the caller's mode, even when export fails
     return strip(path)
 
 
