@@ -6,8 +6,8 @@ Modules in lesson order; imports point one way: core ← techniques ← recipes 
 - ``lwt.models``: the baselines LeNet-300-100, LeNet-5, CIFAR ResNet-20/56 (core).
 - ``lwt.train``: seeded training, evaluation, one-cycle and fine-tuning loops (core).
 - ``lwt.measure``: params, nonzeros, MACs, bytes, latency, the ``Ledger`` (core).
-- ``lwt.pruning``: unstructured masks and schedules, structured filter pruning, sparse
-  files (lesson 01; a folder you can copy).
+- ``lwt.pruning``: unstructured masks and schedules, structured filter pruning, neuron
+  pruning by activations, sparse files (lesson 01; a folder you can copy).
 - ``lwt.quantization``: primitives, observers, fake-quant PTQ/QAT, integer reference
   (lesson 02; a folder you can copy).
 - ``lwt.deploy``: ONNX export and ONNX Runtime int8 deployment (lesson 02; one file).

@@ -663,7 +663,7 @@ def test_technique_files_depend_only_on_torch_and_each_other(tmp_path, monkeypat
     from pathlib import Path
 
     src = Path(fp.__file__).parent
-    files = ["structured.py", "coupling.py", "_amounts.py"]
+    files = ["structured.py", "surgery.py", "neurons.py", "coupling.py", "_amounts.py"]
     allowed = {
         "torch",
         "torchvision",
@@ -673,6 +673,7 @@ def test_technique_files_depend_only_on_torch_and_each_other(tmp_path, monkeypat
         "dataclasses",
         "collections",
         "numbers",
+        "functools",
     }
     for f in files:
         for node in ast.walk(ast.parse((src / f).read_text())):
@@ -695,3 +696,7 @@ def test_technique_files_depend_only_on_torch_and_each_other(tmp_path, monkeypat
         nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3)
     )
     assert len(mod.prune_filters(m, "0", "3", 0.5, bn="1")) == 4
+    neurons = importlib.import_module("isolated_pruning.neurons")
+    x = torch.randn(2, 3, 8, 8)
+    keep = neurons.prune_neurons(m, [("0", "3", "1")], 0.5, batches=[x])
+    assert len(keep["0"]) == 2 and m[3].in_channels == 2

@@ -3,6 +3,8 @@
 - ``unstructured``: magnitude / Han-threshold / global masks (``torch.nn.utils.prune``),
   the Zhu & Gupta schedule, Han's iterative prune-retrain, sensitivity scans.
 - ``structured``: Li et al. L1 filter pruning that removes channels for real.
+- ``neurons``: Hu et al. APoZ / mean-activation neuron pruning (the same surgery).
+- ``surgery``: copies of a layer with only some channels (used by both).
 - ``coupling``: which layers' channels are tied together (``torch.fx``), checked
   before any channel is removed.
 - ``sparse``: bitmask storage of a pruned model: the honest file size.
@@ -11,18 +13,24 @@ Copy this folder into your project to use it: it depends only on torch (and
 torchvision's ResNet block types).
 """
 
-from . import coupling, sparse, structured, unstructured
+from . import coupling, neurons, sparse, structured, surgery, unstructured
 from .coupling import ChannelPath, CouplingError, channel_path
+from .neurons import (
+    ActivationStats,
+    activation_stats,
+    gradual_prune_neurons,
+    importance,
+    prune_neurons,
+)
 from .sparse import from_sparse_state, load_sparse, sparse_bytes, to_sparse_state
 from .structured import (
     filters_to_keep,
-    keep_bn,
-    keep_inputs,
-    keep_outputs,
     l1_norms,
+    prune_channels,
     prune_filters,
     prune_resnet_blocks,
 )
+from .surgery import keep_bn, keep_inputs, keep_outputs
 from .unstructured import (
     PRUNABLE,
     GradualPruning,
@@ -42,11 +50,19 @@ from .unstructured import (
 )
 
 __all__ = [
+    "ActivationStats",
     "ChannelPath",
     "CouplingError",
     "channel_path",
     "coupling",
     "PRUNABLE",
+    "activation_stats",
+    "gradual_prune_neurons",
+    "importance",
+    "neurons",
+    "prune_channels",
+    "prune_neurons",
+    "surgery",
     "GradualPruning",
     "cubic_schedule",
     "filters_to_keep",

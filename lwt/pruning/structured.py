@@ -16,12 +16,14 @@ API:
 - ``l1_norms(layer)``: the scores ``s_j``.
 - ``filters_to_keep(layer, amount, *, multiple_of=1)``: sorted indices of the filters
   that survive.
-- ``keep_outputs`` / ``keep_inputs`` / ``keep_bn``: copies of one layer with only some
-  output channels / input channels / normalised channels.
+- ``keep_outputs`` / ``keep_inputs`` / ``keep_bn`` (in ``surgery``): copies of one
+  layer with only some output channels / input channels / normalised channels.
 - ``prune_filters(model, producer, consumer, amount, *, bn=None, multiple_of=1)``:
   prune one producer -> (BatchNorm) -> consumer chain in place.
 - ``prune_resnet_blocks(model, amount, *, multiple_of=1)``: prune the inner channels
   of every torchvision ``BasicBlock`` and ``Bottleneck``.
+- ``prune_channels(model, chains)``: keep channels chosen by any other criterion
+  (``neurons`` uses it for activation statistics).
 
 Channels can be coupled: a residual add needs both operands to keep the same
 channels, a ``torch.cat`` shifts them, a depthwise conv ties its outputs to its
@@ -49,6 +51,8 @@ Pruning. CVPR 2023.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from functools import partial
 from numbers import Real
 
 import torch
@@ -57,20 +61,15 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from . import coupling
 from ._amounts import per_layer
-
-Layer = nn.Conv2d | nn.Linear
-Norm = nn.BatchNorm1d | nn.BatchNorm2d
-
-
-def _check_layer(layer: nn.Module, what: str, *, grouped_ok: bool = False) -> None:
-    # Exact types: a subclass (fake-quant, parametrized...) would lose its behaviour
-    # when replaced by the plain copy.
-    if type(layer) not in (nn.Conv2d, nn.Linear):
-        raise TypeError(f"{what} must be Conv2d or Linear, got {type(layer).__name__}")
-    if isinstance(layer, nn.Conv2d) and layer.groups != 1 and not grouped_ok:
-        raise TypeError(
-            f"{what}: grouped convolutions (groups={layer.groups}) unsupported"
-        )
+from .surgery import (
+    Layer,
+    check_keep,
+    check_layer,
+    keep_bn,
+    keep_inputs,
+    keep_outputs,
+    submodule,
+)
 
 
 def _check_multiple_of(multiple_of: int) -> None:
@@ -80,19 +79,10 @@ def _check_multiple_of(multiple_of: int) -> None:
         raise ValueError(f"multiple_of must be >= 1, got {multiple_of}")
 
 
-def _check_keep(keep: Tensor, n: int, what: str) -> None:
-    if not isinstance(keep, Tensor) or keep.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"keep must be an int64/int32 tensor of {what} indices")
-    if keep.dim() != 1 or len(keep) == 0:
-        raise ValueError(f"keep must be a non-empty 1-D tensor, got shape {keep.shape}")
-    if keep.min() < 0 or keep.max() >= n or len(keep.unique()) != len(keep):
-        raise ValueError(f"keep must hold distinct {what} indices in [0, {n})")
-
-
 def l1_norms(layer: Layer) -> Tensor:
     """``(C_out,)`` L1 norm ``s_j = Σ |W[j, ...]|`` of each filter (conv) or neuron
     (linear) of ``layer``."""
-    _check_layer(layer, "layer")
+    check_layer(layer, "layer")
     return layer.weight.detach().abs().flatten(1).sum(1)
 
 
@@ -113,7 +103,7 @@ def filters_to_keep(layer: Layer, amount: float, *, multiple_of: int = 1) -> Ten
     Returns:
         ``(k,)`` int64 indices, ascending, on the layer's device.
     """
-    _check_layer(layer, "layer")
+    check_layer(layer, "layer")
     if isinstance(amount, bool) or not isinstance(amount, Real):
         raise TypeError(f"amount must be a fraction in [0, 1), got {amount!r}")
     if not 0.0 <= amount < 1.0:
@@ -133,128 +123,38 @@ def filters_to_keep(layer: Layer, amount: float, *, multiple_of: int = 1) -> Ten
     return order[:keep].sort().values
 
 
-def _copy(layer: Layer, weight: Tensor, bias: Tensor | None) -> Layer:
-    """A new layer of ``layer``'s kind and settings holding ``weight`` and ``bias``."""
-    kw = {"bias": bias is not None, "device": weight.device, "dtype": weight.dtype}
-    if isinstance(layer, nn.Conv2d):
-        new: Layer = nn.Conv2d(
-            weight.shape[1], weight.shape[0], layer.kernel_size, layer.stride,
-            layer.padding, layer.dilation, padding_mode=layer.padding_mode, **kw,
-        )  # fmt: skip
-    else:
-        new = nn.Linear(weight.shape[1], weight.shape[0], **kw)
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        new.weight.requires_grad_(layer.weight.requires_grad)
-        if bias is not None:
-            new.bias.copy_(bias)
-            new.bias.requires_grad_(layer.bias.requires_grad)
-    return new.train(layer.training)
-
-
-def keep_outputs(layer: Layer, keep: Tensor) -> Layer:
-    """A copy of ``layer`` with only output channels ``keep``: ``W' = W[keep]``,
-    ``b' = b[keep]``."""
-    _check_layer(layer, "producer")
-    _check_keep(keep, layer.weight.shape[0], "output channel")
-    keep = keep.to(layer.weight.device)
-    bias = layer.bias.detach()[keep] if layer.bias is not None else None
-    return _copy(layer, layer.weight.detach()[keep], bias)
-
-
-def keep_inputs(layer: Layer, keep: Tensor, *, spatial: int = 1) -> Layer:
-    """A copy of ``layer`` with only input channels ``keep``: ``W' = W[:, idx]``.
-
-    For a Linear layer fed by a flattened ``(C, H, W)`` map, ``spatial = H·W``: input
-    feature ``c·spatial + s`` belongs to channel ``c``, so
-    ``idx = [c·spatial + s for c in keep for s in range(spatial)]``.
-    """
-    _check_layer(layer, "consumer")
-    if isinstance(spatial, bool) or not isinstance(spatial, int) or spatial < 1:
-        raise ValueError(f"spatial must be an int >= 1, got {spatial!r}")
-    n_in = layer.weight.shape[1]
-    if isinstance(layer, nn.Conv2d) and spatial != 1:
-        raise ValueError(f"spatial must be 1 for a Conv2d, got {spatial}")
-    if n_in % spatial:
-        raise ValueError(f"{n_in} input features are not a multiple of {spatial=}")
-    _check_keep(keep, n_in // spatial, "input channel")
-    device = layer.weight.device
-    idx = keep.to(device)[:, None] * spatial + torch.arange(spatial, device=device)
-    bias = layer.bias.detach() if layer.bias is not None else None
-    return _copy(layer, layer.weight.detach()[:, idx.flatten()], bias)
-
-
-def keep_bn(bn: Norm, keep: Tensor) -> Norm:
-    """A copy of ``bn`` (BatchNorm1d/2d) with only channels ``keep``.
-
-    Affine parameters and running statistics are copied when present (``affine=False``
-    and ``track_running_stats=False`` are kept as they are), as are ``eps``,
-    ``momentum``, ``num_batches_tracked`` and the train/eval mode.
-    """
-    if type(bn) not in (nn.BatchNorm1d, nn.BatchNorm2d):
-        raise TypeError(
-            f"bn must be BatchNorm1d or BatchNorm2d, got {type(bn).__name__}"
-        )
-    _check_keep(keep, bn.num_features, "channel")
-    ref = bn.weight if bn.weight is not None else bn.running_mean
-    factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
-    new = type(bn)(
-        len(keep), bn.eps, bn.momentum, bn.affine, bn.track_running_stats, **factory
-    )
-    with torch.no_grad():
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            old = getattr(bn, name)
-            if old is not None:
-                getattr(new, name).copy_(old[keep.to(old.device)])
-        for name in ("weight", "bias"):
-            if getattr(bn, name) is not None:
-                getattr(new, name).requires_grad_(getattr(bn, name).requires_grad)
-        if bn.num_batches_tracked is not None:
-            new.num_batches_tracked.copy_(bn.num_batches_tracked)
-    return new.train(bn.training)
-
-
-def _module(model: nn.Module, path: str, what: str) -> nn.Module:
-    if not isinstance(path, str):
-        raise TypeError(f"{what} must be a submodule path (str), got {path!r}")
-    try:
-        return model.get_submodule(path)
-    except AttributeError as err:
-        raise ValueError(f"{what} {path!r} is not a submodule of the model") from err
-
-
 def _plan(
     model: nn.Module,
     graph: fx.Graph | None,
     producer: str,
     consumer: str,
-    amount: float,
+    select: Callable[[Layer], Tensor],
     bn: str | None,
-    multiple_of: int,
     planned: dict[str, nn.Module],
 ) -> tuple[Tensor, dict[str, nn.Module]]:
     """Check one producer → consumer prune and build its new layers (model untouched).
 
+    ``select(producer_layer)`` returns the sorted output channels to keep.
     ``planned`` holds replacements already decided (a Bottleneck's conv2 after its
     inputs were pruned); they stand in for the model's layers.
     """
 
     def current(path: str, what: str) -> nn.Module:
-        return planned[path] if path in planned else _module(model, path, what)
+        return planned[path] if path in planned else submodule(model, path, what)
 
     prod, cons = current(producer, "producer"), current(consumer, "consumer")
-    _check_layer(prod, f"producer {producer!r}")
-    _check_layer(cons, f"consumer {consumer!r}", grouped_ok=True)
+    check_layer(prod, f"producer {producer!r}")
+    check_layer(cons, f"consumer {consumer!r}", grouped_ok=True)
     norm = None
     if bn is not None:
-        norm = _module(model, bn, "bn")
+        norm = submodule(model, bn, "bn")
         if type(norm) not in (nn.BatchNorm1d, nn.BatchNorm2d):
             raise TypeError(
                 f"bn {bn!r} must be BatchNorm1d or BatchNorm2d, "
                 f"got {type(norm).__name__}"
             )
     try:
-        keep = filters_to_keep(prod, amount, multiple_of=multiple_of)
+        keep = select(prod)
     except ValueError as err:
         raise ValueError(f"{producer}: {err}") from err
 
@@ -343,10 +243,42 @@ def prune_filters(
             for a coupling or an untraceable model.
     """
     _check_multiple_of(multiple_of)
-    keep, new = _plan(model, None, producer, consumer, amount, bn, multiple_of, {})
+    select = partial(filters_to_keep, amount=amount, multiple_of=multiple_of)
+    keep, new = _plan(model, None, producer, consumer, select, bn, {})
     for path, module in new.items():
         _set(model, path, module)
     return keep
+
+
+def _given(keep: Tensor, layer: Layer) -> Tensor:
+    check_keep(keep, layer.weight.shape[0], "output channel")
+    return keep.sort().values.to(layer.weight.device)
+
+
+def prune_channels(
+    model: nn.Module, chains: Sequence[tuple[str, str, str | None, Tensor]]
+) -> nn.Module:
+    """Keep exactly the given output channels of each producer, whatever chose them
+    (activation statistics, a learned gate...): the surgery of ``prune_filters``.
+
+    Each chain is ``(producer, consumer, bn or None, keep)``. Chains are applied in
+    order and may share layers (``fc1 -> fc2`` then ``fc2 -> fc3``: the second sees
+    ``fc2`` with its inputs already pruned). Every chain is checked before the model
+    is changed.
+
+    Returns:
+        ``model``, changed in place.
+    """
+    graph = coupling.trace(model) if chains else None
+    planned: dict[str, nn.Module] = {}
+    for producer, consumer, bn, keep in chains:
+        _, new = _plan(
+            model, graph, producer, consumer, partial(_given, keep), bn, planned
+        )
+        planned.update(new)
+    for path, module in planned.items():
+        _set(model, path, module)
+    return model
 
 
 def prune_resnet_blocks(
@@ -390,9 +322,8 @@ def prune_resnet_blocks(
             chain += ["bn2", "conv3"]
         for i in range(0, len(chain) - 2, 2):
             producer, norm, consumer = (p + c for c in chain[i : i + 3])
-            _, new = _plan(
-                model, graph, producer, consumer, a, norm, multiple_of, planned
-            )
+            select = partial(filters_to_keep, amount=a, multiple_of=multiple_of)
+            _, new = _plan(model, graph, producer, consumer, select, norm, planned)
             planned.update(new)
     for path, module in planned.items():
         _set(model, path, module)
