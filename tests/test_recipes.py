@@ -38,6 +38,11 @@ def test_build_from_recorded_widths_without_compression_code(monkeypatch):
     with pytest.raises(ValueError, match="widths"):
         recipes.build("resnet20-filters", {})
     assert isinstance(recipes.build("lenet5-pruned"), models.LeNet5)
+    monkeypatch.setattr(pruning, "prune_channels", refuse)
+    mlp = recipes.build("lenet300-neurons", {"widths": {"fc1": 90, "fc2": 40}})
+    assert [mlp.fc1.out_features, mlp.fc2.in_features] == [90, 90]
+    assert [mlp.fc2.out_features, mlp.fc3.in_features] == [40, 40]
+    assert mlp(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_names_methods_and_unknowns():
@@ -72,6 +77,22 @@ def test_run_iterative_reaches_final_sparsities_quickly():
     assert not any(n.endswith("_orig") for n, _ in result.model.named_parameters())
     assert result.epochs == 6 and len(result.schedule) == 6  # 5 steps + final, 1 each
     assert result.schedule[-1]["anneal"] and not result.schedule[0]["anneal"]
+
+
+def test_run_trimming_reaches_the_widths_and_records_each_step():
+    try:
+        base = zoo.load_pretrained("lenet300")
+        result = recipes.run("lenet300-neurons", base, epochs_scale=0.01, subset=256)
+    except FileNotFoundError:
+        pytest.skip("MNIST or the lenet300 checkpoint not available")
+    widths = recipes.config("lenet300-neurons").widths
+    assert result.arch == {"widths": widths}
+    assert result.model.fc1.out_features == widths["fc1"]
+    steps = [s["widths"]["fc1"] for s in result.schedule]
+    assert steps == sorted(steps, reverse=True) and steps[0] < 300
+    assert result.epochs == len(result.schedule) == 4  # 3 steps + final, 1 each
+    ref = recipes.build("lenet300-neurons", result.arch)
+    ref.load_state_dict(result.model.state_dict())  # the recorded shapes fit
 
 
 def test_run_filters_records_the_widths_it_made():
@@ -115,7 +136,10 @@ def test_lowrank_recipes_build_factored_shapes():
     assert measure.count_params(base) / measure.count_params(svd) >= 5
     tucker = recipes.build("resnet20-tucker")
     core = tucker.get_submodule("layer3.0.conv1")[1]  # 1x1 -> 3x3 core -> 1x1
-    assert (core.in_channels, core.out_channels, core.stride) == (16, 32, (2, 2))
+    assert (core.in_channels, core.out_channels, core.stride) == (22, 44, (2, 2))
+    ranks = recipes.factorized.stage_ranks("resnet20", {"layer1": 0.5, "layer3": 0.75})
+    assert ranks["layer1.2.conv2"] == [8, 8] and ranks["layer3.0.conv1"] == [24, 48]
+    assert not any(n.startswith(("layer2", "conv1")) for n in ranks)  # unmatched: dense
     assert measure.count_macs(models.create_model("resnet20"), (3, 32, 32)) >= 2 * (
         measure.count_macs(tucker, (3, 32, 32))
     )

@@ -104,7 +104,7 @@ def test_manifest_records_recipe_and_what_was_done():
         assert entry["command"] == f"python -m lwt.zoo train {name}"
         assert entry["dataset"] == recipes.dataset_of(name)
         cfg = recipes.config(name)
-        if cfg.METHOD == "iterative":  # total epochs = every stage's epochs
+        if cfg.METHOD in ("iterative", "trimming"):  # every stage's epochs
             assert entry["epochs"] == sum(s["epochs"] for s in entry["schedule"])
             assert entry["epochs"] == cfg.steps * cfg.epochs_per_step + cfg.final_epochs
         else:
@@ -117,9 +117,17 @@ def test_shipped_checkpoints_load_without_compression_code(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("loading ran compression code")
 
-    for fn in ("prune_resnet_blocks", "magnitude_prune", "iterative_prune"):
+    for fn in (
+        "prune_resnet_blocks",
+        "magnitude_prune",
+        "iterative_prune",
+        "prune_neurons",
+        "gradual_prune_neurons",
+        "prune_channels",
+    ):
         monkeypatch.setattr(pruning, fn, refuse)
     monkeypatch.setattr(pruning.structured, "filters_to_keep", refuse)
+    monkeypatch.setattr(pruning.structured, "prune_channels", refuse)
     for name in zoo.read_manifest():
         zoo.load_pretrained(name)
 
@@ -156,6 +164,9 @@ def test_shipped_compressed_checkpoint_verifies_and_is_compressed(name):
     method = recipes.config(name).METHOD
     if method == "iterative":
         assert measure.count_params(model) / measure.count_nonzero(model) >= 12
+    elif method == "trimming":  # a smaller dense MLP: >= 3x fewer parameters
+        assert measure.count_params(base) / measure.count_params(model) >= 3
+        assert measure.count_nonzero(model) == measure.count_params(model)
     elif method == "qat":  # every weight on a 4-bit grid: at most 15 distinct values
         for m in model.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):

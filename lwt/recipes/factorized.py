@@ -40,22 +40,27 @@ class Config:
 METHOD = Config.METHOD
 
 
-def half_channel_ranks(model_name: str, *, prefix: str = "") -> dict[str, list[int]]:
-    """Tucker-2 ranks ``[S // 2, T // 2]`` for every 3×3 (or larger) conv of a model
-    whose path starts with ``prefix`` (e.g. ``"layer"``: a ResNet's residual blocks)."""
-    return {
-        name: [m.in_channels // 2, m.out_channels // 2]
-        for name, m in models.create_model(model_name).named_modules()
-        if isinstance(m, nn.Conv2d)
-        and m.kernel_size != (1, 1)
-        and name.startswith(prefix)
-    }
+def stage_ranks(model_name: str, fractions: dict[str, float]) -> dict[str, list[int]]:
+    """Tucker-2 ranks ``[round(f·S), round(f·T)]`` for every 3×3 (or larger) conv of a
+    model, with the fraction ``f`` of the first prefix in ``fractions`` that the conv's
+    path starts with (e.g. ``{"layer1": 0.75, "layer2": 0.5}``: a ResNet's stages).
+    Convs that match no prefix stay dense."""
+    ranks = {}
+    for name, m in models.create_model(model_name).named_modules():
+        if not isinstance(m, nn.Conv2d) or m.kernel_size == (1, 1):
+            continue
+        f = next((f for p, f in fractions.items() if name.startswith(p)), None)
+        if f is not None:
+            ranks[name] = [round(f * m.in_channels), round(f * m.out_channels)]
+    return ranks
 
 
 def build(config: Config, arch: dict) -> nn.Module:
-    """The baseline with the recorded layers factorized at the recorded ranks."""
+    """The baseline with the recorded layers factorized at the recorded ranks
+    (``arch["ranks"]``, else the config's)."""
     model = models.create_model(config.base)
-    return lowrank.factorize(model, config.ranks, method=config.decomposition)
+    ranks = arch.get("ranks", config.ranks)
+    return lowrank.factorize(model, ranks, method=config.decomposition)
 
 
 def run(
