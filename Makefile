@@ -33,7 +33,7 @@ notebooks: $(STAMP)  ## re-execute every notebook in full (non-quick) mode and s
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff
-	$(VENV)/bin/ruff check lwt tests .ci
+	$(VENV)/bin/ruff check lwt tests .ci notebooks/conftest.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -49,6 +50,21 @@ def check(nb: nbformat.NotebookNode, path: Path) -> None:
                 raise SystemExit(f"{path}: cell {i} output shows a machine path")
 
 
+def slowest(nb: nbformat.NotebookNode, path: Path, top: int = 8) -> None:
+    """Print the cells that took longest (nbclient's timing metadata)."""
+    times = []
+    for i, cell in enumerate(nb.cells):
+        t = cell.metadata.get("execution", {})
+        if "iopub.execute_input" in t and "shell.execute_reply" in t:
+            start, end = (
+                datetime.fromisoformat(t[k].replace("Z", "+00:00"))
+                for k in ("iopub.execute_input", "shell.execute_reply")
+            )
+            times.append(((end - start).total_seconds(), i))
+    for sec, i in sorted(times, reverse=True)[:top]:
+        print(f"{path.name} cell {i}: {sec:.1f} s")
+
+
 def main(paths: list[str]) -> None:
     for name in paths:
         path = Path(name)
@@ -60,6 +76,7 @@ def main(paths: list[str]) -> None:
             kernel_name="python3",
             resources={"metadata": {"path": str(path.parent)}},
         ).execute()
+        slowest(nb, path)
         strip(nb)
         nb.nbformat_minor = 4
         check(nb, path)
