@@ -25,6 +25,7 @@ from .neurons import (
 from .sparse import from_sparse_state, load_sparse, sparse_bytes, to_sparse_state
 from .structured import (
     filters_to_keep,
+    keep_largest,
     l1_norms,
     prune_channels,
     prune_filters,
@@ -72,6 +73,7 @@ __all__ = [
     "iterative_prune",
     "keep_bn",
     "keep_inputs",
+    "keep_largest",
     "keep_outputs",
     "l1_norms",
     "load_sparse",

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from ._amounts import per_layer
-from .structured import l1_norms, prune_channels
+from .structured import keep_largest, l1_norms, prune_channels
 from .surgery import submodule
 
 CRITERIA = ("apoz", "mean", "l1", "random")
@@ -148,7 +148,7 @@ def prune_neurons(
     seed: int = 0,
 ) -> dict[str, Tensor]:
     """One shot: remove the ``amount`` fraction of each producer's units with the
-    lowest ``importance`` (ties keep the lower index).
+    lowest ``importance`` (``structured.keep_largest``: ties keep the lower index).
 
     Args:
         model: the network, changed in place (only after every check passed).
@@ -179,12 +179,11 @@ def prune_neurons(
     for producer, consumer, bn in resolved:
         layer = model.get_submodule(producer)
         score = importance(layer, criterion, stats.get(producer), generator=gen)
-        n = len(score)
-        k = n - round(amounts.get(producer, 0.0) * n)
-        if k < 1:
-            raise ValueError(f"{producer}: amount would remove all {n} units")
-        order = torch.argsort(score.cpu(), descending=True, stable=True)
-        plan.append((producer, consumer, bn, order[:k].sort().values))
+        try:
+            keep = keep_largest(score.cpu(), amounts.get(producer, 0.0), what="units")
+        except ValueError as err:
+            raise ValueError(f"{producer}: {err}") from err
+        plan.append((producer, consumer, bn, keep))
     prune_channels(model, plan)
     return {p: keep for p, _, _, keep in plan}
 

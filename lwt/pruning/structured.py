@@ -86,11 +86,36 @@ def l1_norms(layer: Layer) -> Tensor:
     return layer.weight.detach().abs().flatten(1).sum(1)
 
 
+def keep_largest(
+    scores: Tensor, amount: float, *, multiple_of: int = 1, what: str = "filters"
+) -> Tensor:
+    """Sorted indices of the ``k = n − round(amount · n)`` largest ``scores`` (ties keep
+    the lower index): the survivors of removing the ``amount`` fraction scored lowest,
+    whatever the score (filter L1 norms here, activation statistics in ``neurons``).
+    With ``multiple_of = m`` the count is rounded to the nearest multiple of ``m`` (at
+    least ``m``, at most ``n``)."""
+    if isinstance(amount, bool) or not isinstance(amount, Real):
+        raise TypeError(f"amount must be a fraction in [0, 1), got {amount!r}")
+    if not 0.0 <= amount < 1.0:
+        raise ValueError(f"amount must be a fraction of {what} in [0, 1), got {amount}")
+    _check_multiple_of(multiple_of)
+    n = len(scores)
+    keep = n - round(amount * n)
+    if multiple_of > 1:
+        keep = min(n, max(multiple_of, multiple_of * round(keep / multiple_of)))
+    if keep < 1:
+        raise ValueError(
+            f"amount={amount} would remove all {n} {what}; keep at least 1"
+        )
+    order = torch.argsort(scores, descending=True, stable=True)
+    return order[:keep].sort().values
+
+
 def filters_to_keep(layer: Layer, amount: float, *, multiple_of: int = 1) -> Tensor:
     """Sorted indices of the filters that survive removing the smallest-L1 ones.
 
     ``k = C_out − round(amount · C_out)`` filters are kept: those with the
-    largest ``s_j`` (``l1_norms``; ties keep the lower index). With
+    largest ``s_j`` (``l1_norms``; ties keep the lower index; ``keep_largest``). With
     ``multiple_of = m`` the count is rounded to the nearest multiple of ``m`` (at
     least ``m``, at most ``C_out``): CPU kernels vectorise over 8 or 16 channels, so
     widths like 19 or 38 waste part of every vector.
@@ -104,23 +129,7 @@ def filters_to_keep(layer: Layer, amount: float, *, multiple_of: int = 1) -> Ten
         ``(k,)`` int64 indices, ascending, on the layer's device.
     """
     check_layer(layer, "layer")
-    if isinstance(amount, bool) or not isinstance(amount, Real):
-        raise TypeError(f"amount must be a fraction in [0, 1), got {amount!r}")
-    if not 0.0 <= amount < 1.0:
-        raise ValueError(
-            f"amount must be a fraction of filters in [0, 1), got {amount}"
-        )
-    _check_multiple_of(multiple_of)
-    n = layer.weight.shape[0]
-    keep = n - round(amount * n)
-    if multiple_of > 1:
-        keep = min(n, max(multiple_of, multiple_of * round(keep / multiple_of)))
-    if keep < 1:
-        raise ValueError(
-            f"amount={amount} would remove all {n} filters; keep at least 1"
-        )
-    order = torch.argsort(l1_norms(layer), descending=True, stable=True)
-    return order[:keep].sort().values
+    return keep_largest(l1_norms(layer), amount, multiple_of=multiple_of)
 
 
 def _plan(

@@ -56,3 +56,16 @@ def onecycle_finetune(
         model, epochs * len(loader), config.lr, config.weight_decay
     )
     return len(train.train(model, loader, epochs, opt, sched, quiet=quiet))
+
+
+def retrainer(loader: data.BatchLoader, config, quiet: bool):  # noqa: ANN001, ANN201
+    """``retrain(model, epochs, anneal=False)``: SGD (momentum) at ``config.lr`` /
+    ``config.weight_decay`` over ``loader``, constant or cosine-annealed to 0 — the
+    retraining step the prune-retrain recipes hand to the technique."""
+
+    def retrain(model: nn.Module, epochs: int, anneal: bool = False) -> None:
+        wd = config.weight_decay
+        train.finetune(model, loader, epochs=epochs, lr=config.lr, weight_decay=wd,
+                       anneal=anneal, quiet=quiet)  # fmt: skip
+
+    return retrain

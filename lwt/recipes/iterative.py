@@ -12,12 +12,13 @@ Neural Networks. NeurIPS 2015.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ClassVar
 
 from torch import nn
 
-from .. import models, pruning, train
-from ._common import Result, scaled, seeded_loader
+from .. import models, pruning
+from ._common import Result, retrainer, scaled, seeded_loader
 
 
 @dataclass(frozen=True)
@@ -59,19 +60,10 @@ def run(
     ]
     if config.final_epochs:
         stages.append((config.final, scaled(config.final_epochs, epochs_scale), True))
+    retrain = retrainer(loader, config, quiet)
     for amounts, epochs, anneal in stages:
         pruning.iterative_prune(
-            base,
-            [amounts],
-            retrain=lambda m, e=epochs, a=anneal: train.finetune(
-                m,
-                loader,
-                epochs=e,
-                lr=config.lr,
-                weight_decay=config.weight_decay,
-                anneal=a,
-                quiet=quiet,
-            ),
+            base, [amounts], retrain=partial(retrain, epochs=epochs, anneal=anneal)
         )
     schedule = [
         {

@@ -15,12 +15,13 @@ Approach towards Efficient Deep Architectures. arXiv:1607.03250, 2016.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import ClassVar
 
 from torch import nn
 
-from .. import data, models, pruning, train
-from ._common import Result, scaled, seeded_loader
+from .. import data, models, pruning
+from ._common import Result, retrainer, scaled, seeded_loader
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,10 @@ def run(
     final = {p: 1 - config.widths[p] / n for p, n in original.items()}
     step_epochs = scaled(config.epochs_per_step, epochs_scale)
 
-    def retrain(m: nn.Module, epochs: int = step_epochs, anneal: bool = False) -> None:
-        wd = config.weight_decay
-        train.finetune(m, loader, epochs=epochs, lr=config.lr, weight_decay=wd,
-                       anneal=anneal, quiet=quiet)  # fmt: skip
-
+    retrain = retrainer(loader, config, quiet)
     steps = pruning.cubic_schedule(final, config.steps)
     history = pruning.gradual_prune_neurons(
-        base, links, steps, batches=calib, retrain=retrain,
+        base, links, steps, batches=calib, retrain=partial(retrain, epochs=step_epochs),
         criterion=config.criterion, seed=config.seed,
     )  # fmt: skip
     final_epochs = (
