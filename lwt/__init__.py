@@ -3,7 +3,8 @@
 Modules in lesson order; imports point one way: core ← techniques ← recipes ← zoo.
 
 - ``lwt.data``: MNIST / Fashion-MNIST / CIFAR-10 in memory, seeded loaders (core).
-- ``lwt.models``: the baselines LeNet-300-100, LeNet-5, CIFAR ResNet-20/56 (core).
+- ``lwt.models``: the baselines LeNet-300-100, LeNet-5, CIFAR ResNet-20/56, and
+  compact students (core).
 - ``lwt.train``: seeded training, evaluation, one-cycle and fine-tuning loops (core).
 - ``lwt.measure``: params, nonzeros, MACs, bytes, latency, the ``Ledger`` (core).
 - ``lwt.pruning``: unstructured masks and schedules, structured filter pruning, neuron
@@ -12,6 +13,8 @@ Modules in lesson order; imports point one way: core ← techniques ← recipes 
   (lesson 02; a folder you can copy).
 - ``lwt.deploy``: ONNX export and ONNX Runtime int8 deployment (lesson 02; one file).
 - ``lwt.lowrank``: SVD, Tucker-2 and CP factorization of layers (lesson 03; one file).
+- ``lwt.transfer``: CReLU transferred filters (lesson 04; one file).
+- ``lwt.distill``: knowledge-distillation loss and ``Distiller`` (lesson 05; one file).
 - ``lwt.recipes``: how each shipped checkpoint is made, one module per method.
 - ``lwt.zoo``: sha256-verified shipped checkpoints; ``python -m lwt.zoo``.
 """

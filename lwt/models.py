@@ -8,6 +8,14 @@
   blocks with 16/32/64 channels, parameter-free "option A" shortcuts (stride-2
   subsampling + zero channel padding), 269,722 parameters. ``resnet56`` is the deeper
   sibling (853,018 parameters), a natural teacher.
+
+Compact students for knowledge distillation (lesson 05), each <= 20 % of ResNet-20:
+
+- ``mobilenet``: a MobileNet-style CIFAR net (Howard et al. 2017): a 3x3 stem, then
+  depthwise-separable blocks (3x3 depthwise + 1x1 pointwise, each BN + ReLU).
+- ``resnet14w8``: a thin ResNet-14 (stages of 8/16/32 channels, 43,634 parameters).
+- ``mlp1200`` / ``mlp800``: Hinton et al.'s (2015) MNIST teacher (784-1200-1200-10 with
+  dropout) and student (784-800-800-10).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
+from torchvision.ops.misc import Conv2dNormActivation
 
 from ._lookup import lookup
 from .data import SHAPES
@@ -123,11 +132,77 @@ class CifarResNet(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))  # (N, 10)
 
 
+class MobileNetCifar(nn.Module):
+    """MobileNet-style network for 32x32 inputs (Howard et al. 2017, "MobileNets").
+
+    A depthwise-separable block replaces a ``k x k`` conv (``C_in * C_out * k^2``
+    weights) by a depthwise ``k x k`` conv (``C_in * k^2``) and a pointwise ``1 x 1``
+    conv (``C_in * C_out``): about ``1/C_out + 1/k^2`` of the weights and MACs.
+
+    Args:
+        blocks: ``(out_channels, stride)`` of each depthwise-separable block.
+        stem: channels of the first (plain 3x3) convolution.
+        num_classes: output classes.
+    """
+
+    def __init__(
+        self,
+        blocks: tuple[tuple[int, int], ...] = ((64, 1), (128, 2), (128, 1), (128, 2)),
+        stem: int = 32,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [Conv2dNormActivation(3, stem, 3)]
+        c = stem
+        for out, stride in blocks:
+            layers += [
+                Conv2dNormActivation(c, c, 3, stride, groups=c),  # depthwise
+                Conv2dNormActivation(c, out, 1),  # pointwise
+            ]
+            c = out
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.features(x)  # (N, 128, 8, 8)
+        return self.fc(self.avgpool(x).flatten(1))  # (N, 10)
+
+
+class MLP(nn.Module):
+    """``784 -> hidden -> ... -> 10`` with ReLUs and optional dropout (Hinton et al.
+    2015 use dropout 0.2 on the input and 0.5 on hidden units for the teacher)."""
+
+    def __init__(
+        self,
+        hidden: tuple[int, ...],
+        *,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten(), nn.Dropout(input_dropout)]
+        prev = 28 * 28
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.ReLU(), nn.Dropout(dropout)]
+            prev = h
+        layers.append(nn.Linear(prev, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # (N, 10)
+
+
 MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "lenet300": (LeNet300100, "mnist"),
     "lenet5": (LeNet5, "mnist"),
     "resnet20": (lambda: CifarResNet(20), "cifar10"),
     "resnet56": (lambda: CifarResNet(56), "cifar10"),
+    "mobilenet": (MobileNetCifar, "cifar10"),
+    "resnet14w8": (lambda: CifarResNet(14, width=8), "cifar10"),
+    "mlp1200": (lambda: MLP((1200, 1200), dropout=0.5, input_dropout=0.2), "mnist"),
+    "mlp800": (lambda: MLP((800, 800)), "mnist"),
 }
 
 

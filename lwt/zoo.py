@@ -127,6 +127,16 @@ def make_checkpoint(
     return result, train.evaluate(result.model, test)
 
 
+def _machine() -> str:
+    """Where a checkpoint was trained: CPU architecture, device, GPU and precision."""
+    device = train.default_device()
+    text = f"{platform.machine()} {device.type}"
+    if device.type == "cuda":
+        tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
+        text += f" ({torch.cuda.get_device_name()}, {'TF32' if tf32 else 'fp32'})"
+    return text
+
+
 def save_checkpoint(
     name: str,
     result: recipes.Result,
@@ -157,7 +167,7 @@ def save_checkpoint(
         "dataset": recipes.dataset_of(name),
         "train_seconds": round(seconds),
         "torch": torch.__version__,
-        "machine": f"{platform.machine()} {train.default_device().type}",
+        "machine": _machine(),
         "command": f"python -m lwt.zoo train {name}",
     }
     manifest = read_manifest(directory)

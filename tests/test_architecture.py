@@ -15,7 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "lwt"
 CORE = {"lwt.data", "lwt.models", "lwt.train", "lwt.measure", "lwt._lookup"}
 # Technique units: a module, or a subpackage copied as one folder.
-TECHNIQUES = {"lwt.pruning", "lwt.quantization", "lwt.deploy", "lwt.lowrank"}
+TECHNIQUES = {
+    "lwt.pruning",
+    "lwt.quantization",
+    "lwt.deploy",
+    "lwt.lowrank",
+    "lwt.transfer",
+    "lwt.distill",
+}
 LAYER = {"core": 0, "technique": 1, "recipes": 2, "zoo": 3}
 
 
@@ -148,6 +155,20 @@ COPY_CHECKS = {
         assert m(torch.randn(2, 8)).shape == (2, 2)
         c = tucker2_conv(torch.nn.Conv2d(3, 4, 3), (2, 2))
         assert c(torch.randn(1, 3, 5, 5)).shape == (1, 4, 3, 3)
+    """,
+    "transfer.py": """
+        import torch
+        from transfer import CReLUConv2d, to_crelu
+        m = CReLUConv2d(3, 8)
+        assert m(torch.randn(2, 3, 5, 5)).shape == (2, 8, 5, 5)
+    """,
+    "distill.py": """
+        import torch
+        from distill import kd_loss, Distiller
+        s, t = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+        kd = Distiller(s, t, T=4.0, alpha=0.9)
+        x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+        assert kd.loss(kd(x), y).ndim == 0
     """,
     "deploy.py": """
         import deploy

@@ -154,3 +154,34 @@ def test_run_lowrank_fine_tunes_the_factored_model():
     ref = recipes.build("lenet300-svd", result.arch)
     ref.load_state_dict(result.model.state_dict())  # same shapes, strict
     assert result.epochs == 1 and result.arch == {"ranks": {"fc1": 32, "fc2": 20}}
+
+
+def test_distill_with_alpha_zero_is_exactly_the_scratch_run():
+    """Same seed, init, batches and optimizer: with alpha = 0 only the loss could
+    differ, and it is plain cross-entropy, so the weights are bit-identical."""
+    from dataclasses import replace
+
+    teacher = models.create_model("resnet20").eval()
+    kd_cfg = replace(recipes.config("student-kd"), alpha=0.0, epochs=1)
+    sc_cfg = replace(recipes.config("student-scratch"), epochs=1)
+    try:
+        kd = recipes.distill.run(kd_cfg, teacher, subset=128)
+        sc = recipes.scratch.run(sc_cfg, None, subset=128)
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not available")
+    pairs = zip(
+        kd.model.state_dict().items(), sc.model.state_dict().values(), strict=True
+    )
+    for (k, a), b in pairs:
+        assert torch.equal(a, b), k
+
+
+def test_transferred_recipe_builds_crelu_layers():
+    from lwt import transfer
+
+    some = recipes.build("resnet20-crelu")
+    every = recipes.build("resnet20-crelu-all")
+    kinds = lambda m: sum(isinstance(x, transfer.CReLUConv2d) for x in m.modules())  # noqa: E731
+    assert (kinds(some), kinds(every)) == (4, 10)
+    dense = measure.count_params(models.create_model("resnet20"))
+    assert measure.count_params(every) < measure.count_params(some) < dense

@@ -16,6 +16,7 @@ way: core (``data``, ``models``, ``train``, ``measure``) ← techniques ← reci
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from types import ModuleType
 
@@ -23,12 +24,46 @@ from torch import nn
 
 from .. import models
 from .._lookup import lookup
-from . import factorized, filters, iterative, qat, scratch, trimming
+from . import (
+    distill,
+    factorized,
+    filters,
+    iterative,
+    qat,
+    scratch,
+    transferred,
+    trimming,
+)
 from ._common import Result
 
 METHODS: dict[str, ModuleType] = {
-    m.METHOD: m for m in (scratch, iterative, trimming, filters, qat, factorized)
+    m.METHOD: m
+    for m in (
+        scratch,
+        iterative,
+        trimming,
+        filters,
+        qat,
+        factorized,
+        transferred,
+        distill,
+    )
 }
+
+
+def _students(prefix: str, model: str) -> dict[str, object]:
+    """``<prefix>-scratch`` and ``<prefix>-kd``: one student, the baseline ResNet-20's
+    recipe and budget, trained alone and distilled from it (T = 4, alpha = 0.9)."""
+    same = dict(epochs=40, lr=0.15, weight_decay=5e-4)
+    return {
+        f"{prefix}-scratch": scratch.Config(model, **same),
+        f"{prefix}-kd": distill.Config(
+            model, teacher="resnet20", T=4.0, alpha=0.9, **same
+        ),
+    }
+
+
+_BLOCK_CONV1S = tuple(f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3))
 
 SHIPPED: dict[str, object] = {
     # baselines (notebook 00)
@@ -87,6 +122,25 @@ SHIPPED: dict[str, object] = {
         lr=0.05,
         weight_decay=5e-4,
     ),
+    # transferred filters (notebook 04): the baseline's recipe, CReLU layers
+    "resnet20-crelu": transferred.Config(
+        "resnet20",
+        crelu=("conv1", *_BLOCK_CONV1S[:3]),  # the stem and layer1 (Shang et al.)
+        epochs=40,
+        lr=0.15,
+        weight_decay=5e-4,
+    ),
+    "resnet20-crelu-all": transferred.Config(
+        "resnet20",
+        crelu=("conv1", *_BLOCK_CONV1S),  # every conv followed by a ReLU
+        epochs=40,
+        lr=0.15,
+        weight_decay=5e-4,
+    ),
+    # knowledge distillation (notebook 05): students <= 20 % of ResNet-20, the
+    # baseline's recipe and budget, without and with the teacher
+    **_students("student", "mobilenet"),
+    **_students("resnet14w8", "resnet14w8"),
 }
 
 
@@ -101,14 +155,16 @@ def method(name: str) -> ModuleType:
 
 
 def base_of(name: str) -> str | None:
-    """The shipped baseline a checkpoint is made from (None: trained from scratch)."""
-    return getattr(config(name), "base", None)
+    """The shipped model a recipe needs: the baseline it compresses, or the teacher it
+    distils (None: trained from scratch alone)."""
+    cfg = config(name)
+    return getattr(cfg, "base", None) or getattr(cfg, "teacher", None)
 
 
 def model_of(name: str) -> str:
     """The ``lwt.models`` architecture a checkpoint starts from."""
     cfg = config(name)
-    return cfg.model if cfg.METHOD == scratch.METHOD else cfg.base
+    return getattr(cfg, "model", None) or cfg.base
 
 
 def dataset_of(name: str) -> str:
@@ -117,9 +173,10 @@ def dataset_of(name: str) -> str:
 
 
 def describe(name: str) -> dict:
-    """The recipe as the manifest records it: ``{"method": ..., **settings}``."""
+    """The recipe as the manifest records it: ``{"method": ..., **settings}`` (in
+    JSON form: tuples become lists)."""
     cfg = config(name)
-    return {"method": cfg.METHOD, **asdict(cfg)}
+    return json.loads(json.dumps({"method": cfg.METHOD, **asdict(cfg)}))
 
 
 def build(name: str, arch: dict | None = None) -> nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -47,15 +48,41 @@ def onecycle_finetune(
     model: nn.Module,
     loader: data.BatchLoader,
     epochs: int,
-    config,
-    quiet: bool,  # noqa: ANN001
+    config,  # noqa: ANN001
+    quiet: bool,
+    loss_fn=None,  # noqa: ANN001
 ) -> int:
-    """Fine-tune every layer with SGD-Nesterov and a one-cycle schedule at
-    ``config.lr`` / ``config.weight_decay``; returns the epochs run."""
+    """Train every parameter of ``model`` with SGD-Nesterov and a one-cycle schedule
+    at ``config.lr`` / ``config.weight_decay`` (``loss_fn``: default cross-entropy);
+    returns the epochs run."""
     opt, sched = train.sgd_onecycle(
         model, epochs * len(loader), config.lr, config.weight_decay
     )
-    return len(train.train(model, loader, epochs, opt, sched, quiet=quiet))
+    return len(train.train(model, loader, epochs, opt, sched, loss_fn, quiet=quiet))
+
+
+def train_fresh(
+    config,  # noqa: ANN001
+    make: Callable[[], nn.Module],
+    *,
+    epochs_scale: float,
+    subset: int | None,
+    quiet: bool,
+    wrap: Callable[[nn.Module], tuple[nn.Module, Callable]] | None = None,
+) -> Result:
+    """The from-scratch recipe: seed, the training data of ``config.model``, a fresh
+    ``make()`` (initialised after the seed is set, so every recipe of the same model
+    starts from the same weights), ``config.epochs`` of one-cycle SGD.
+
+    ``wrap(model) -> (module to train, loss_fn)`` changes what is trained and how it
+    is scored (a label-smoothed loss, a distiller around the model).
+    """
+    loader = seeded_loader(config.model, config.seed, subset, config.batch_size)
+    model = make()
+    net, loss_fn = wrap(model) if wrap is not None else (model, None)
+    epochs = scaled(config.epochs, epochs_scale)
+    done = onecycle_finetune(net, loader, epochs, config, quiet, loss_fn)
+    return Result(model.cpu(), done)
 
 
 def retrainer(loader: data.BatchLoader, config, quiet: bool):  # noqa: ANN001, ANN201

@@ -11,8 +11,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from .. import models, train
-from ._common import Result, scaled, seeded_loader
+from .. import models
+from ._common import Result, train_fresh
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,12 @@ def run(
     quiet: bool = True,
 ) -> Result:
     """Train ``config.model`` from a seeded random initialisation."""
-    loader = seeded_loader(config.model, config.seed, subset, config.batch_size)
-    model = models.create_model(config.model)  # initialised after the seed is set
-    epochs = scaled(config.epochs, epochs_scale)
-    opt, sched = train.sgd_onecycle(
-        model, epochs * len(loader), config.lr, config.weight_decay
-    )
     loss = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    history = train.train(model, loader, epochs, opt, sched, loss, quiet=quiet)
-    return Result(model.cpu(), len(history))
+    return train_fresh(
+        config,
+        lambda: models.create_model(config.model),
+        epochs_scale=epochs_scale,
+        subset=subset,
+        quiet=quiet,
+        wrap=lambda model: (model, loss),
+    )

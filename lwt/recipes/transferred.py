@@ -1,0 +1,55 @@
+"""Train a network whose chosen layers use transferred filters (CReLU), from scratch.
+
+The baseline's from-scratch recipe (``scratch``) on a model converted by
+``lwt.transfer.to_crelu`` before training: the same epochs, rates and seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from .. import models, transfer
+from ._common import Result, train_fresh
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings: the model, the convolutions made CReLU, the training run."""
+
+    METHOD: ClassVar[str] = "transferred"
+    model: str
+    crelu: tuple[str, ...]
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int = 128
+    seed: int = 0
+
+
+METHOD = Config.METHOD
+
+
+def build(config: Config, arch: dict) -> nn.Module:
+    """The converted model (random weights)."""
+    return transfer.to_crelu(models.create_model(config.model), list(config.crelu))
+
+
+def run(
+    config: Config,
+    base: None,
+    *,
+    epochs_scale: float = 1.0,
+    subset: int | None = None,
+    quiet: bool = True,
+) -> Result:
+    """Train the converted ``config.model`` from a seeded random initialisation."""
+    return train_fresh(
+        config,
+        lambda: build(config, {}),
+        epochs_scale=epochs_scale,
+        subset=subset,
+        quiet=quiet,
+    )
