@@ -31,16 +31,23 @@ def ledger_rows(path: Path) -> tuple[str, list[str]]:
     return header, rows
 
 
+def _first(row: str, n: int) -> str:
+    """The first ``n`` cells of a Markdown table row (drops the × columns that a ledger
+    with a baseline adds: the README compares every model on the same columns)."""
+    return "|".join(row.split("|")[: n + 1]) + "|"
+
+
 def main() -> None:
     header, seen, table = "", set(), []
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         head, rows = ledger_rows(nb)
         header = header or head
+        cols = header.count("|") - 1
         for row in rows:
             model = row.split("|")[1].strip()
             if model not in seen:
                 seen.add(model)
-                table.append(f"| {nb.name[:2]} {row}")
+                table.append(f"| {nb.name[:2]} {_first(row, cols)}")
     if not table:
         raise SystemExit("no '# README results' ledger output found in notebooks/")
     cols = header.count("|") - 1

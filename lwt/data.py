@@ -278,14 +278,19 @@ def _validate(data: ImageData, train: bool) -> None:
 
 # ---------------------------------------------------------------------------- loader
 def augment_crop_flip(
-    images: Tensor, generator: torch.Generator, pad: int = 4
+    images: Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True
 ) -> Tensor:
     """Random crop after zero padding, and random horizontal flip, on a whole batch.
+
+    The crop is a random translation by up to ``pad`` pixels in each direction (Hinton
+    et al.'s "jitter" of MNIST digits with ``pad=2, flip=False``: a mirrored digit is
+    another symbol).
 
     Args:
         images: ``(N, C, H, W)`` batch (any dtype).
         generator: source of randomness (seeded for reproducibility).
         pad: zero padding on each side before cropping back to ``H x W``.
+        flip: also flip half of the images left-right.
 
     Returns:
         ``(N, C, H, W)`` augmented batch, same dtype.
@@ -299,8 +304,10 @@ def augment_crop_flip(
     batch = torch.arange(n)[:, None, None, None]
     chans = torch.arange(c)[None, :, None, None]
     out = padded[batch, chans, rows, cols]  # (N, C, H, W)
-    flip = torch.rand(n, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
+    if not flip:
+        return out
+    flips = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flips[:, None, None, None], out.flip(3), out)
 
 
 class BatchLoader:
@@ -318,11 +325,16 @@ class BatchLoader:
         augment: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        pad: int = 4,
+        flip: bool = True,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if pad < 0:
+            raise ValueError(f"pad must be >= 0 pixels, got {pad}")
         self.data, self.batch_size, self.shuffle = data, batch_size, shuffle
         self.augment, self.seed, self.drop_last = augment, seed, drop_last
+        self.pad, self.flip = pad, flip
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -338,7 +350,7 @@ class BatchLoader:
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             images = self.data.images[idx]
             if self.augment:
-                images = augment_crop_flip(images, g)
+                images = augment_crop_flip(images, g, self.pad, self.flip)
             yield self.data.normalize(images), self.data.labels[idx]
 
 
@@ -350,6 +362,7 @@ def get_loaders(
     seed: int = 0,
     augment: bool | None = None,
     root: str | Path | None = None,
+    shift: int | None = None,
 ) -> tuple[BatchLoader, BatchLoader]:
     """Training and test loaders for a dataset.
 
@@ -360,15 +373,21 @@ def get_loaders(
         test_subset: size of a seeded test subset (None: the full test set).
         seed: seed of subsets, shuffling and augmentation.
         augment: crop+flip augmentation of training batches; default on for CIFAR-10.
+        shift: instead, random translations of up to ``shift`` pixels, no flips
+            (Hinton et al.'s MNIST jitter is ``shift=2``).
         root: data root (default :func:`data_root`).
 
     Returns:
         ``(train_loader, test_loader)``; training is shuffled, test is in file order.
     """
     augment = (name == "cifar10") if augment is None else augment
+    moves = {} if shift is None else {"pad": shift, "flip": False}
+    augment = augment or shift is not None
     train = load_dataset(name, True, root, subset, seed)
     test = load_dataset(name, False, root, test_subset, seed)
     return (
-        BatchLoader(train, batch_size, shuffle=True, augment=augment, seed=seed),
+        BatchLoader(
+            train, batch_size, shuffle=True, augment=augment, seed=seed, **moves
+        ),
         BatchLoader(test, 4 * batch_size),
     )

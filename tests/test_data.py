@@ -177,6 +177,26 @@ def test_augment_is_crop_of_padded_and_flip():
         assert torch.equal(flips[i], x[i]) or torch.equal(flips[i], x[i].flip(2))
 
 
+def test_shift_is_a_translation_without_flips():
+    """Hinton's MNIST jitter: every output is a padded window, never a mirror image."""
+    x = torch.arange(64 * 1 * 6 * 6, dtype=torch.float32).view(64, 1, 6, 6) + 1
+    out = data.augment_crop_flip(x, torch.Generator().manual_seed(0), pad=2, flip=False)
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(64):
+        hits = [(a, b) for a in range(5) for b in range(5)
+                if torch.equal(out[i], padded[i, :, a : a + 6, b : b + 6])]  # fmt: skip
+        assert hits
+        offsets.add(hits[0])
+    assert len(offsets) > 10  # really random offsets
+    d = data.ImageData(torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8),
+                       torch.arange(20) % 10, "mnist")  # fmt: skip
+    loader = data.BatchLoader(d, 10, augment=True, pad=2, flip=False)
+    assert (loader.pad, loader.flip) == (2, False)
+    with pytest.raises(ValueError, match="pad"):
+        data.BatchLoader(d, 10, pad=-1)
+
+
 def test_loader_reproducible_and_normalized():
     images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
     d = data.ImageData(images, torch.arange(50) % 10, "cifar10")

@@ -201,3 +201,26 @@ def test_dynamic_weight_range_follows_in_place_updates():
         qm.get_submodule("0").parametrizations.weight.original.mul_(2)
     y2 = qm(x)
     assert torch.allclose(fq.scale, 2 * s1) and not torch.equal(y1, y2)
+
+
+def test_requantize_is_fixed_point_rounding_of_m_times_acc():
+    """(acc·M0 + 2^(n−1)) >> n equals round-half-up of M·acc in exact arithmetic."""
+    import math
+    from fractions import Fraction
+
+    from lwt.quantization import fixed_point, requantize
+
+    g = torch.Generator().manual_seed(0)
+    acc = torch.randint(-(2**20), 2**20, (500,), generator=g)
+    for m in (0.00125, 0.3, 0.0421):
+        m0, n = fixed_point(torch.tensor(m, dtype=torch.float64))
+        assert 2**30 <= m0 < 2**31 and abs(m0.item() / 2 ** n.item() - m) < m * 2**-30
+        y = requantize(acc, torch.tensor(m, dtype=torch.float64), 7, 8)
+        exact = Fraction(int(m0), 2 ** int(n))
+        want = [
+            min(255, max(0, 7 + math.floor(a * exact + Fraction(1, 2))))
+            for a in acc.tolist()
+        ]
+        assert y.tolist() == want
+    relu = requantize(torch.tensor([-500, 0, 500]), 0.01, 10, 8, relu=True)
+    assert relu.tolist() == [10, 10, 15]

@@ -5,7 +5,8 @@
 - ``observers``: calibration ranges (min-max, moving average, percentile, MSE).
 - ``fake_quant``: ``FakeQuant``, BatchNorm folding, ``quantize_model`` (PTQ/QAT
   preparation with ``torch.fx``), ``calibrate``, ``qat``.
-- ``integer``: integer-only reference of one conv/linear layer.
+- ``integer``: integer-only reference of one conv/linear layer; ``fixed_point``
+  (``M = M0 · 2^-n``) and ``requantize`` (int32 accumulators to the output grid).
 
 Copy this folder into your project to use it: it depends only on torch.
 """
@@ -20,7 +21,12 @@ from .fake_quant import (
     quantize_model,
     set_mode,
 )
-from .integer import integer_forward, quantized_weight
+from .integer import (
+    fixed_point,
+    integer_forward,
+    quantized_weight,
+    requantize,
+)
 from .observers import OBSERVERS, Observer, make_observer
 from .primitives import (
     dequantize,
@@ -39,6 +45,7 @@ __all__ = [
     "calibrate",
     "dequantize",
     "fake_quantize",
+    "fixed_point",
     "fold_batchnorm",
     "inputs_of",
     "integer_forward",
@@ -50,5 +57,6 @@ __all__ = [
     "quantize",
     "quantize_model",
     "quantized_weight",
+    "requantize",
     "set_mode",
 ]

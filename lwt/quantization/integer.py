@@ -35,6 +35,28 @@ def quantized_weight(layer: Layer) -> tuple[Tensor, FakeQuant]:
     return q, fq
 
 
+def fixed_point(mult: Tensor) -> tuple[Tensor, Tensor]:
+    """``M = M0 · 2^-n`` with ``M0`` a 31-bit integer (Jacob et al. 2018, eq. 6):
+    ``frexp`` gives ``M = m · 2^e`` with ``m`` in [0.5, 1); ``M0 = round(m · 2^31)``,
+    ``n = 31 − e``. Returns ``(M0, n)`` as int64 tensors of ``mult``'s shape."""
+    mant, exp = torch.frexp(torch.as_tensor(mult, dtype=torch.float64))
+    return torch.round(mant * 2**31).long(), (31 - exp).long()
+
+
+def requantize(
+    acc: Tensor, mult: Tensor | float, zero_point: int, bits: int, *, relu: bool = False
+) -> Tensor:
+    """Integer rescaling of int32 accumulators to the output grid:
+    ``y = clamp(Z_y + round(M · acc))``, with ``M`` applied as ``M0 · 2^-n``
+    (:func:`fixed_point`): ``round(M · acc) = (acc · M0 + 2^(n−1)) >> n`` (ties up).
+    ``mult`` broadcasts against ``acc``; ``relu`` clamps at ``Z_y`` (real 0).
+    """
+    m0, shift = fixed_point(mult)
+    y = (acc.long() * m0 + 2 ** (shift - 1)) >> shift  # round(M·acc)
+    qmin, qmax = qrange(bits)
+    return (y + zero_point).clamp(max(qmin, zero_point) if relu else qmin, qmax)
+
+
 def integer_forward(
     layer: Layer,
     x_q: Tensor,
@@ -71,14 +93,8 @@ def integer_forward(
     s_xw = x_quant.scale.double() * w_fq.scale.double()  # (C_out,)
     if layer.bias is not None:
         acc = acc + torch.round(layer.bias.detach().double() / s_xw).long()[:, None]
-    mult = s_xw / y_quant.scale.double()
-    mant, exp = torch.frexp(mult)  # mult = mant·2^exp, mant in [0.5, 1)
-    m0 = torch.round(mant * 2**31).long()[:, None]
-    shift = (31 - exp).long()[:, None]
-    y = (acc * m0 + 2 ** (shift - 1)) >> shift  # round(M·acc)
-    qmin, qmax = qrange(y_quant.bits)
-    z_y = int(y_quant.zero_point.item())
-    y = (y + z_y).clamp(max(qmin, z_y) if relu else qmin, qmax)
+    mult = (s_xw / y_quant.scale.double())[:, None]  # (C_out, 1)
+    y = requantize(acc, mult, int(y_quant.zero_point.item()), y_quant.bits, relu=relu)
     if isinstance(layer, nn.Conv2d):
         pad, dil, k, st = (
             layer.padding[0],

@@ -33,13 +33,18 @@ def scaled(epochs: int, scale: float) -> int:
 
 
 def seeded_loader(
-    model_name: str, seed: int, subset: int | None, batch_size: int = 128
+    model_name: str,
+    seed: int,
+    subset: int | None,
+    batch_size: int = 128,
+    shift: int | None = None,
 ) -> data.BatchLoader:
     """Seed every generator (``train.set_seed``), then return the seeded training
-    loader of ``model_name``'s dataset (which draws from its own generator)."""
+    loader of ``model_name``'s dataset (which draws from its own generator);
+    ``shift``: random translations instead of the dataset's default augmentation."""
     train.set_seed(seed)
     loader, _ = data.get_loaders(
-        models.dataset_of(model_name), batch_size, subset=subset, seed=seed
+        models.dataset_of(model_name), batch_size, subset=subset, seed=seed, shift=shift
     )
     return loader
 
@@ -70,14 +75,17 @@ def train_fresh(
     quiet: bool,
     wrap: Callable[[nn.Module], tuple[nn.Module, Callable]] | None = None,
 ) -> Result:
-    """The from-scratch recipe: seed, the training data of ``config.model``, a fresh
+    """The from-scratch recipe: seed, the training data of ``config.model`` (jittered by
+    ``config.shift`` pixels if not None), a fresh
     ``make()`` (initialised after the seed is set, so every recipe of the same model
     starts from the same weights), ``config.epochs`` of one-cycle SGD.
 
     ``wrap(model) -> (module to train, loss_fn)`` changes what is trained and how it
     is scored (a label-smoothed loss, a distiller around the model).
     """
-    loader = seeded_loader(config.model, config.seed, subset, config.batch_size)
+    loader = seeded_loader(
+        config.model, config.seed, subset, config.batch_size, config.shift
+    )
     model = make()
     net, loss_fn = wrap(model) if wrap is not None else (model, None)
     epochs = scaled(config.epochs, epochs_scale)

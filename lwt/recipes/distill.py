@@ -30,6 +30,7 @@ class Config:
     lr: float
     weight_decay: float
     batch_size: int = 128
+    shift: int | None = None  # random translations (pixels) instead of the default
     seed: int = 0
 
 

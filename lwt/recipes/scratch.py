@@ -25,6 +25,7 @@ class Config:
     lr: float
     weight_decay: float
     batch_size: int = 128
+    shift: int | None = None  # random translations (pixels) instead of the default
     label_smoothing: float = 0.0
     seed: int = 0
 
