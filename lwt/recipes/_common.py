@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from torch import nn
 
@@ -25,6 +25,22 @@ class Result:
     epochs: int
     arch: dict = field(default_factory=dict)
     schedule: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FromScratch:
+    """The settings every from-scratch recipe shares, read by :func:`train_fresh`. A
+    method's ``Config`` subclasses it and adds its own fields after ``model``; the
+    training settings are keyword-only."""
+
+    model: str
+    _: KW_ONLY
+    epochs: int
+    lr: float
+    weight_decay: float
+    batch_size: int = 128
+    shift: int | None = None  # random translations (pixels) instead of the default
+    seed: int = 0
 
 
 def scaled(epochs: int, scale: float) -> int:
@@ -67,7 +83,7 @@ def onecycle_finetune(
 
 
 def train_fresh(
-    config,  # noqa: ANN001
+    config: FromScratch,
     make: Callable[[], nn.Module],
     *,
     epochs_scale: float,

@@ -14,24 +14,17 @@ from typing import ClassVar
 from torch import nn
 
 from .. import distill, models
-from ._common import Result, train_fresh
+from ._common import FromScratch, Result, train_fresh
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(FromScratch):
     """Settings of a distillation run (``teacher``: a shipped checkpoint's name)."""
 
     METHOD: ClassVar[str] = "distill"
-    model: str
     teacher: str
     T: float
     alpha: float
-    epochs: int
-    lr: float
-    weight_decay: float
-    batch_size: int = 128
-    shift: int | None = None  # random translations (pixels) instead of the default
-    seed: int = 0
 
 
 METHOD = Config.METHOD

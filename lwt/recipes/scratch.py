@@ -6,28 +6,22 @@ without a teacher in later lessons.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
 from torch import nn
 
 from .. import models
-from ._common import Result, train_fresh
+from ._common import FromScratch, Result, train_fresh
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(FromScratch):
     """Settings of a from-scratch training run."""
 
     METHOD: ClassVar[str] = "scratch"
-    model: str
-    epochs: int
-    lr: float
-    weight_decay: float
-    batch_size: int = 128
-    shift: int | None = None  # random translations (pixels) instead of the default
+    _: KW_ONLY
     label_smoothing: float = 0.0
-    seed: int = 0
 
 
 METHOD = Config.METHOD

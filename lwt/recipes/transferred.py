@@ -12,22 +12,15 @@ from typing import ClassVar
 from torch import nn
 
 from .. import models, transfer
-from ._common import Result, train_fresh
+from ._common import FromScratch, Result, train_fresh
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(FromScratch):
     """Settings: the model, the convolutions made CReLU, the training run."""
 
     METHOD: ClassVar[str] = "transferred"
-    model: str
     crelu: tuple[str, ...]
-    epochs: int
-    lr: float
-    weight_decay: float
-    batch_size: int = 128
-    shift: int | None = None  # random translations (pixels) instead of the default
-    seed: int = 0
 
 
 METHOD = Config.METHOD
