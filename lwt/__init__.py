@@ -13,7 +13,7 @@ Modules in lesson order; imports point one way: core ← techniques ← recipes 
   (lesson 02; a folder you can copy).
 - ``lwt.deploy``: ONNX export and ONNX Runtime int8 deployment (lesson 02; one file).
 - ``lwt.lowrank``: SVD, Tucker-2 and CP factorization of layers (lesson 03; one file).
-- ``lwt.transfer``: CReLU transferred filters (lesson 04; one file).
+- ``lwt.transfer``: CReLU and p4 / p4m rotation filter banks (lesson 04; a folder).
 - ``lwt.distill``: knowledge-distillation loss and ``Distiller`` (lesson 05; one file).
 - ``lwt.recipes``: how each shipped checkpoint is made, one module per method.
 - ``lwt.zoo``: sha256-verified shipped checkpoints; ``python -m lwt.zoo``.

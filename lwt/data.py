@@ -1,7 +1,8 @@
 """Datasets as in-memory uint8 tensors, with fast batched loaders.
 
 MNIST, Fashion-MNIST and CIFAR-10 are read from their standard files (IDX for the
-MNISTs, python pickle batches for CIFAR-10) under the data root:
+MNISTs, python pickle batches for CIFAR-10) under the data root; ``rotmnist`` is MNIST
+with every image turned by its own random angle (derived, see :func:`rotate`):
 
     data root = $LWT_DATA_DIR, else <repo>/data
     MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 
 from ._lookup import lookup
 
@@ -38,15 +40,22 @@ SOURCE_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file()
 # Per-channel mean/std of the training sets on [0, 1] pixels.
 STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
+    "rotmnist": ((0.1307,), (0.3081,)),  # MNIST's: a rotation keeps the digit's pixels
     "fashion_mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 COUNTS = {
     "mnist": (60000, 10000),
+    "rotmnist": (12000, 10000),  # MNIST-rot's training size (Larochelle et al. 2007)
     "fashion_mnist": (60000, 10000),
     "cifar10": (50000, 10000),
 }
-SHAPES = {"mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+SHAPES = {
+    "mnist": (1, 28, 28),
+    "rotmnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "cifar10": (3, 32, 32),
+}
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
@@ -59,7 +68,8 @@ CIFAR10_CLASSES = (
     "ship",
     "truck",
 )
-_IDX_DIRS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+_IDX_DIRS = {"mnist": "MNIST", "rotmnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+_ROTATION_SEEDS = {True: 1, False: 0}  # rotmnist's angles: one fixed draw per split
 _CIFAR_DIR = "cifar-10-batches-py"
 
 
@@ -189,6 +199,7 @@ def _download(name: str, root: Path) -> None:
 
     cls = {
         "mnist": datasets.MNIST,
+        "rotmnist": datasets.MNIST,
         "fashion_mnist": datasets.FashionMNIST,
         "cifar10": datasets.CIFAR10,
     }[name]
@@ -210,7 +221,10 @@ def load_dataset(
     """Load a whole split into memory as uint8 tensors.
 
     Args:
-        name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
+        name: ``"mnist"``, ``"rotmnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
+            ``"rotmnist"``: each MNIST image rotated by an angle drawn uniformly
+            from [0°, 360°) with a fixed seed per split (the same set every time);
+            training: the first 12,000 MNIST training images, as in MNIST-rot.
         train: training split if True, else test split.
         root: data root; defaults to :func:`data_root`.
         subset: keep a seeded random subset of this many images (quick runs).
@@ -252,6 +266,12 @@ def load_dataset(
     data = ImageData(
         torch.from_numpy(images.copy()), torch.from_numpy(labels.copy()), name
     )
+    if name == "rotmnist":
+        _validate(ImageData(data.images, data.labels, "mnist"), train)
+        n = COUNTS[name][0 if train else 1]
+        g = torch.Generator().manual_seed(_ROTATION_SEEDS[train])
+        angles = torch.rand(n, generator=g) * 360
+        data = ImageData(rotate(data.images[:n], angles), data.labels[:n], name)
     _validate(data, train)
     if subset is not None and subset < len(data):
         g = torch.Generator().manual_seed(seed)
@@ -274,6 +294,27 @@ def _validate(data: ImageData, train: bool) -> None:
         )
     if data.labels.min() < 0 or data.labels.max() > 9:
         raise ValueError(f"{data.name}: labels outside [0, 9]")
+
+
+def rotate(images: Tensor, degrees: Tensor | float) -> Tensor:
+    """Rotate uint8 ``(N, C, H, W)`` images counter-clockwise about their centres by
+    ``degrees`` (one angle, or one per image): bilinear, zero fill, rounded back to
+    uint8. Deterministic; for multiples of 90° prefer the exact ``torch.rot90``."""
+    n = len(images)
+    theta = torch.as_tensor(degrees, dtype=torch.float64).expand(n).deg2rad()
+    cos, sin = theta.cos(), theta.sin()
+    # grid_sample's affine maps output to input coordinates (y down): the inverse
+    # rotation, so the content turns counter-clockwise on screen
+    affine = torch.stack(
+        [
+            torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
+            torch.stack([sin, cos, torch.zeros_like(cos)], 1),
+        ],
+        1,
+    ).float()
+    grid = F.affine_grid(affine, list(images.shape), align_corners=False)
+    out = F.grid_sample(images.float(), grid, "bilinear", "zeros", align_corners=False)
+    return out.round().clamp(0, 255).to(torch.uint8)
 
 
 # ---------------------------------------------------------------------------- loader

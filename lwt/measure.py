@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import gzip
 import io
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -401,15 +402,11 @@ class Ledger:
             (axes[1], [r.latency_b64.median_ms for r in rows],
              "latency at batch 64 (ms, log scale)", "accuracy vs latency"),
         ):  # fmt: skip
-            ax.scatter(xs, [100 * r.accuracy for r in rows])
-            for x, r in zip(xs, rows, strict=True):
-                ax.annotate(
-                    r.name,
-                    (x, 100 * r.accuracy),
-                    fontsize=8,
-                    xytext=(4, 4),
-                    textcoords="offset points",
-                )
+            ys = [100 * r.accuracy for r in rows]
+            ax.scatter(xs, ys)
+            for x, y, r, dy in zip(xs, ys, rows, _label_rows(xs, ys), strict=True):
+                at = {"xytext": (4, dy), "textcoords": "offset points"}
+                ax.annotate(r.name, (x, y), fontsize=8, **at)
             ax.set_xscale("log")
             lo, hi = min(xs), max(xs)
             ax.set_xlim(lo / 1.5, hi * 2.5)  # room for the labels on the right
@@ -423,6 +420,26 @@ class Ledger:
         fig.suptitle(title or "The ledger, measured in this run")
         fig.tight_layout()
         return fig
+
+
+def _label_rows(xs: list[float], ys: list[float]) -> list[int]:
+    """Vertical label offsets (points) so near-coincident points' labels do not overlap.
+
+    Points closer than 1/12 of the log-x span and 1/15 of the y span share a stack;
+    the k-th label of a stack goes to +4, -10, +18, -24, ... points.
+    """
+    lx = [math.log10(x) for x in xs]
+    sx = (max(lx) - min(lx)) or 1.0
+    sy = (max(ys) - min(ys)) or 1.0
+    placed: list[tuple[float, float, int]] = []
+    offsets = []
+    for x, y in zip(lx, ys, strict=True):
+        near = [(px, py, k) for px, py, k in placed if abs(px - x) < sx / 12]
+        taken = {k for _, py, k in near if abs(py - y) < sy / 15}
+        k = next(i for i in range(len(placed) + 1) if i not in taken)
+        placed.append((x, y, k))
+        offsets.append(4 + 14 * ((k + 1) // 2) if k % 2 == 0 else -10 - 14 * (k // 2))
+    return offsets
 
 
 class _AsModule(nn.Module):

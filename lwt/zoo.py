@@ -28,6 +28,15 @@ from . import data, recipes, train
 from ._lookup import lookup
 
 MANIFEST = "manifest.json"
+# The repository keeps files under 5 MB: a larger state dict ships in float16 (its
+# accuracy is measured with the rounded weights; loading returns float32).
+MAX_FP32_BYTES = 5_000_000
+
+
+def _storage(model: nn.Module) -> str:
+    """``"float16"`` for a model whose float32 state dict exceeds ``MAX_FP32_BYTES``."""
+    n = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return "float16" if n > MAX_FP32_BYTES else "float32"
 
 
 def names() -> list[str]:
@@ -102,7 +111,7 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     model = recipes.build(name, entry.get("arch"))
-    model.load_state_dict(state)
+    model.load_state_dict(state)  # float16 storage is copied into float32 weights
     return model.eval()
 
 
@@ -123,6 +132,11 @@ def make_checkpoint(
         subset=subset,
         quiet=False,
     )
+    if _storage(result.model) == "float16":  # measure what will be stored
+        with torch.no_grad():
+            for t in result.model.state_dict().values():
+                if t.is_floating_point():
+                    t.copy_(t.half())
     _, test = data.get_loaders(recipes.dataset_of(name))
     return result, train.evaluate(result.model, test)
 
@@ -147,14 +161,20 @@ def save_checkpoint(
     """Write ``<name>.pt`` (state dict) and its manifest entry; returns the entry.
 
     The entry records the file's sha256 and size, the recipe's settings, what the
-    run really did (total epochs, the stages) and the architecture ``load_pretrained``
-    rebuilds the model from.
+    run really did (total epochs, the stages), the architecture ``load_pretrained``
+    rebuilds the model from, and the storage dtype (float16 above
+    ``MAX_FP32_BYTES``: pass the accuracy of the rounded model, as
+    :func:`make_checkpoint` does).
     """
     _check(name)
     directory = directory or checkpoint_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.pt"
-    torch.save(result.model.state_dict(), path)
+    storage = _storage(result.model)
+    state = result.model.state_dict()
+    if storage == "float16":
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, path)
     entry = {
         "file": path.name,
         "sha256": sha256_of(path),
@@ -169,6 +189,7 @@ def save_checkpoint(
         "torch": torch.__version__,
         "machine": _machine(),
         "command": f"python -m lwt.zoo train {name}",
+        "storage": storage,
     }
     manifest = read_manifest(directory)
     manifest[name] = entry

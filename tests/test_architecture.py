@@ -156,11 +156,15 @@ COPY_CHECKS = {
         c = tucker2_conv(torch.nn.Conv2d(3, 4, 3), (2, 2))
         assert c(torch.randn(1, 3, 5, 5)).shape == (1, 4, 3, 3)
     """,
-    "transfer.py": """
+    "transfer": """
         import torch
-        from transfer import CReLUConv2d, to_crelu
+        from transfer import CReLUConv2d, P4CNN, freeze, to_crelu
         m = CReLUConv2d(3, 8)
         assert m(torch.randn(2, 3, 5, 5)).shape == (2, 8, 5, 5)
+        net = P4CNN(2).eval()
+        x = torch.randn(1, 1, 28, 28)
+        assert torch.allclose(net(torch.rot90(x, 1, (2, 3))), net(x), atol=1e-5)
+        assert freeze(net)(x).shape == (1, 10)
     """,
     "distill.py": """
         import torch

@@ -26,6 +26,7 @@ def write_idx(path: Path, array: np.ndarray, gz: bool = False) -> None:
 @pytest.fixture
 def tiny_counts(monkeypatch):
     monkeypatch.setitem(data.COUNTS, "mnist", (6, 4))
+    monkeypatch.setitem(data.COUNTS, "rotmnist", (5, 4))
     monkeypatch.setitem(data.COUNTS, "fashion_mnist", (6, 4))
     monkeypatch.setitem(data.COUNTS, "cifar10", (10, 5))
 
@@ -255,3 +256,32 @@ def test_get_loaders_real_mnist():
         and y.dtype == torch.int64
     )
     assert abs(float(x.mean())) < 0.3  # normalised with the training mean/std
+
+
+def test_rotate_matches_rot90_and_keeps_the_centre():
+    x = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    for k in (1, 2, 3):
+        assert torch.equal(data.rotate(x, 90.0 * k), torch.rot90(x, k, (-2, -1)))
+    assert torch.equal(data.rotate(x, 0.0), x)
+    one = torch.zeros(1, 1, 5, 5, dtype=torch.uint8)
+    one[0, 0, 2, 2] = 200  # the centre stays under any angle
+    assert data.rotate(one, 37.0)[0, 0, 2, 2] == 200
+
+
+def test_rotmnist_is_mnist_turned_by_fixed_angles(tmp_path, tiny_counts):
+    make_mnist(tmp_path)
+    plain = data.load_dataset("mnist", False, tmp_path, download=False)
+    rot = data.load_dataset("rotmnist", False, tmp_path, download=False)
+    again = data.load_dataset("rotmnist", False, tmp_path, download=False)
+    assert torch.equal(rot.images, again.images) and rot.name == "rotmnist"
+    assert torch.equal(rot.labels, plain.labels)
+    assert not torch.equal(rot.images, plain.images)
+    g = torch.Generator().manual_seed(0)  # the test split's seed
+    angles = torch.rand(len(plain), generator=g) * 360
+    assert torch.equal(rot.images, data.rotate(plain.images, angles))
+    train = data.load_dataset("rotmnist", True, tmp_path, download=False)
+    assert len(train) == 5  # the first COUNTS["rotmnist"][0] training images
+    g = torch.Generator().manual_seed(1)  # the training split's seed
+    first = data.load_dataset("mnist", True, tmp_path, download=False).images[:5]
+    angles = torch.rand(5, generator=g) * 360
+    assert torch.equal(train.images, data.rotate(first, angles))

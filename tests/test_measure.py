@@ -89,6 +89,18 @@ def test_ledger_rows_and_table():
     assert ledger.plot() is not None
 
 
+def test_ledger_plot_keeps_labels_of_coincident_points_apart():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    batches = [(torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,)))]
+    ledger = measure.Ledger((1, 2, 2), repeats=3)
+    for name in ("torch", "onnx", "other"):  # same file, accuracy: one point
+        ledger.measure(name, model, batches)
+    fig = ledger.plot()
+    size_axis = fig.axes[0]
+    offsets = [t.xyann[1] for t in size_axis.texts]
+    assert len(offsets) == 3 and len(set(offsets)) == 3
+
+
 def test_ledger_factors_against_a_baseline_row():
     big = nn.Sequential(nn.Flatten(), nn.Linear(4, 30), nn.Linear(30, 3))
     small = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))

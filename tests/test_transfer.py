@@ -1,5 +1,7 @@
 """lwt.transfer: CReLU pairs are exact negations, half the weights, safe conversion."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -72,3 +74,101 @@ def test_odd_channels_and_a_string_raise():
     net.conv1, net.bn1 = nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5)
     with pytest.raises(ValueError, match="odd"):
         transfer.to_crelu(net, ["conv1"])
+
+
+# ------------------------------------------------------------ rotation / flip banks
+R = transfer.rotations
+
+
+@pytest.mark.parametrize("group", ["p4", "p4m"])
+def test_transforms_form_the_group(group):
+    x = torch.randn(5, 5)
+    for a in R.GROUPS[group]:
+        assert R.compose(a, R.inverse(a)) == (0, 0)
+        for b in R.GROUPS[group]:
+            ab = R.transform(x, R.compose(a, b))
+            assert torch.equal(R.transform(R.transform(x, b), a), ab)
+
+
+@pytest.mark.parametrize("group", ["p4", "p4m"])
+def test_layers_are_equivariant(group):
+    torch.manual_seed(0)
+    gs = R.GROUPS[group]
+    index = {g: j for j, g in enumerate(gs)}
+    lift = R.LiftingConv2d(2, 3, 3, group=group)
+    conv = R.GroupConv2d(3, 2, 3, group=group, padding=1)
+    x = torch.randn(2, 2, 9, 9)
+
+    def net(v):
+        return conv(torch.relu(lift(v)))
+
+    f = net(x).unflatten(1, (2, len(gs)))  # (N, fields, |G|, H, W)
+    for u in gs:
+        got = net(R.transform(x, u)).unflatten(1, (2, len(gs)))
+        # rotating the input rotates every plane and permutes them: g -> u^-1 g
+        want = torch.stack(
+            [R.transform(f[:, :, index[R.compose(R.inverse(u), g)]], u) for g in gs], 2
+        )
+        assert torch.allclose(got, want, atol=1e-5), u
+
+
+def test_rot90_of_the_input_shifts_the_p4_axis_cyclically():
+    torch.manual_seed(0)
+    lift = R.LiftingConv2d(1, 1, 3)
+    x = torch.randn(1, 1, 8, 8)
+    f, fr = lift(x)[0], lift(torch.rot90(x, 1, (-2, -1)))[0]
+    for g in range(4):
+        want = torch.rot90(f[(g - 1) % 4], 1, (-2, -1))
+        assert torch.allclose(fr[g], want, atol=1e-6)
+
+
+@pytest.mark.parametrize("group", ["p4", "p4m"])
+def test_p4cnn_is_invariant_to_the_group_and_freezes_exactly(group, tmp_path):
+    torch.manual_seed(0)
+    net = R.P4CNN(4, group=group)
+    net.train()
+    net(torch.randn(8, 1, 28, 28))  # BN statistics that are not the identity
+    net.eval()
+    x = torch.randn(3, 1, 28, 28)
+    y = net(x)
+    for u in R.GROUPS[group]:
+        assert torch.allclose(net(R.transform(x, u)), y, atol=1e-4)
+    frozen = R.freeze(copy.deepcopy(net))
+    assert not any(isinstance(m, R._GroupConv) for m in frozen.modules())
+    assert torch.allclose(frozen(x), y, atol=1e-5)
+    path = tmp_path / "p4cnn.onnx"
+    torch.onnx.export(frozen, (x,), str(path), dynamo=False)
+    assert path.stat().st_size > 0
+
+
+def test_free_parameters_and_effective_filters():
+    lift = R.LiftingConv2d(3, 8, 3, bias=False)
+    conv = R.GroupConv2d(8, 8, 3, group="p4m", bias=False)
+    assert lift.bank().shape == (32, 3, 3, 3) and lift.weight.numel() * 4 == 32 * 27
+    assert conv.bank().shape == (64, 64, 3, 3)
+    assert conv.weight.numel() * 8 == conv.bank().numel()
+    z2, p4 = models.create_model("z2cnn"), R.P4CNN(9)
+    assert measure.count_params(p4) <= measure.count_params(z2)
+
+
+def test_gradients_reach_only_the_base_filters():
+    conv = R.GroupConv2d(2, 3, 3)
+    assert [n for n, _ in conv.named_parameters()] == ["weight", "bias"]
+    conv(torch.randn(1, 8, 5, 5)).sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.shape == (3, 2, 4, 3, 3)
+
+
+def test_bank_is_generated_by_rotation():
+    w = torch.randn(1, 1, 3, 3)
+    bank = R.lifting_bank(w, "p4")
+    for r in range(4):
+        assert torch.equal(bank[r, 0], torch.rot90(w[0, 0], r))
+
+
+def test_rotation_banks_reject_bad_input():
+    with pytest.raises(ValueError, match="kernel_size"):
+        R.LiftingConv2d(1, 4, (3, 5))
+    with pytest.raises(ValueError, match="group"):
+        R.GroupConv2d(4, 4, 3, group="p6")
+    with pytest.raises(ValueError, match="reduce"):
+        R.group_pool(torch.randn(1, 8, 2, 2), "p4", reduce="sum")

@@ -26,6 +26,7 @@ from .. import models
 from .._lookup import lookup
 from . import (
     distill,
+    equivariant,
     factorized,
     filters,
     iterative,
@@ -46,6 +47,7 @@ METHODS: dict[str, ModuleType] = {
         qat,
         factorized,
         transferred,
+        equivariant,
         distill,
     )
 }
@@ -63,6 +65,7 @@ def _students(prefix: str, model: str) -> dict[str, object]:
     }
 
 
+_ROTMNIST = dict(epochs=12, lr=0.05, weight_decay=5e-4)
 _BLOCK_CONV1S = tuple(f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3))
 
 SHIPPED: dict[str, object] = {
@@ -137,10 +140,32 @@ SHIPPED: dict[str, object] = {
         lr=0.15,
         weight_decay=5e-4,
     ),
+    # rotated MNIST (Cohen & Welling 2016): a plain CNN and its p4 twin with no more
+    # free weights (9 fields x 4 rotations per layer: 20,539 vs 21,630 parameters)
+    "rotmnist-z2cnn": scratch.Config("z2cnn", **_ROTMNIST),
+    "rotmnist-p4cnn": equivariant.Config("z2cnn", group="p4", channels=9, **_ROTMNIST),
     # knowledge distillation (notebook 05): students <= 20 % of ResNet-20, the
     # baseline's recipe and budget, without and with the teacher
     **_students("student", "mobilenet"),
     **_students("resnet14w8", "resnet14w8"),
+    # Hinton et al. 2015 on MNIST: a dropout-regularised 1200-1200 teacher on jittered
+    # digits (+-2 pixels); an unregularised 800-800 student alone and distilled at
+    # T = 20. The students' rate is 5x lower than the teacher's: at T = 20 the soft
+    # term's gradient on the logits is ~alpha (z_s - z_t) / C, a regression onto the
+    # teacher's logits that diverged (NaN) at lr 0.1 in a trial run.
+    "mlp1200-teacher": scratch.Config(
+        "mlp1200", epochs=40, lr=0.1, weight_decay=0.0, shift=2
+    ),
+    "mlp800-scratch": scratch.Config("mlp800", epochs=30, lr=0.02, weight_decay=0.0),
+    "mlp800-kd": distill.Config(
+        "mlp800",
+        teacher="mlp1200-teacher",
+        T=20.0,
+        alpha=0.9,
+        epochs=30,
+        lr=0.02,
+        weight_decay=0.0,
+    ),
 }
 
 

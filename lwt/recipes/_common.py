@@ -120,3 +120,27 @@ def retrainer(loader: data.BatchLoader, config, quiet: bool):  # noqa: ANN001, A
                        anneal=anneal, quiet=quiet)  # fmt: skip
 
     return retrain
+
+
+def fresh_run(build: Callable) -> Callable[..., Result]:
+    """The ``run`` of a method whose model is ``build(config, {})`` trained from
+    scratch by :func:`train_fresh` with plain cross-entropy (``transferred``,
+    ``equivariant``)."""
+
+    def run(
+        config: FromScratch,
+        base: None,
+        *,
+        epochs_scale: float = 1.0,
+        subset: int | None = None,
+        quiet: bool = True,
+    ) -> Result:
+        return train_fresh(
+            config,
+            lambda: build(config, {}),
+            epochs_scale=epochs_scale,
+            subset=subset,
+            quiet=quiet,
+        )
+
+    return run

@@ -12,7 +12,7 @@ from typing import ClassVar
 from torch import nn
 
 from .. import models, transfer
-from ._common import FromScratch, Result, train_fresh
+from ._common import FromScratch, fresh_run
 
 
 @dataclass(frozen=True)
@@ -31,19 +31,4 @@ def build(config: Config, arch: dict) -> nn.Module:
     return transfer.to_crelu(models.create_model(config.model), list(config.crelu))
 
 
-def run(
-    config: Config,
-    base: None,
-    *,
-    epochs_scale: float = 1.0,
-    subset: int | None = None,
-    quiet: bool = True,
-) -> Result:
-    """Train the converted ``config.model`` from a seeded random initialisation."""
-    return train_fresh(
-        config,
-        lambda: build(config, {}),
-        epochs_scale=epochs_scale,
-        subset=subset,
-        quiet=quiet,
-    )
+run = fresh_run(build)  # train build(config, {}) from a seeded initialisation

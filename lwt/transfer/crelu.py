@@ -11,7 +11,7 @@ so a layer keeps ``C`` output channels with half the free weights. BatchNorm sit
 the ``C/2`` learned channels, before the concatenation, so the two halves stay exact
 negations (a BN after it would give each half its own affine parameters).
 
-Depends only on torch: copy this file into your project.
+Depends only on torch (part of the ``lwt.transfer`` folder; it also stands alone).
 """
 
 from __future__ import annotations
