@@ -154,6 +154,11 @@ def test_manifest_records_recipe_and_what_was_done():
         assert entry["recipe"] == recipes.describe(name), name
         assert entry["command"] == f"python -m lwt.zoo train {name}"
         assert entry["dataset"] == recipes.dataset_of(name)
+        path = zoo.checkpoint_dir() / entry["file"]
+        assert zoo.sha256_of(path) == entry["sha256"]
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        floats = {v.dtype for v in state.values() if v.is_floating_point()}
+        assert floats == {getattr(torch, entry["storage"])}, name
         cfg = recipes.config(name)
         if cfg.METHOD in ("iterative", "trimming"):  # every stage's epochs
             assert entry["epochs"] == sum(s["epochs"] for s in entry["schedule"])
