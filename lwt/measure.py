@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import gzip
 import io
-import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -404,9 +403,10 @@ class Ledger:
         ):  # fmt: skip
             ys = [100 * r.accuracy for r in rows]
             ax.scatter(xs, ys)
-            for x, y, r, dy in zip(xs, ys, rows, _label_rows(xs, ys), strict=True):
-                at = {"xytext": (4, dy), "textcoords": "offset points"}
-                ax.annotate(r.name, (x, y), fontsize=8, **at)
+            for x, y, r in zip(xs, ys, rows, strict=True):
+                at = {"xytext": (4, 4), "textcoords": "offset points"}
+                line = {"arrowstyle": "-", "color": "0.6", "lw": 0.6, "shrinkB": 3}
+                ax.annotate(r.name, (x, y), fontsize=8, arrowprops=line, **at)
             ax.set_xscale("log")
             lo, hi = min(xs), max(xs)
             ax.set_xlim(lo / 1.5, hi * 2.5)  # room for the labels on the right
@@ -419,27 +419,48 @@ class Ledger:
             ax.grid(alpha=0.3)
         fig.suptitle(title or "The ledger, measured in this run")
         fig.tight_layout()
+        for ax in axes:
+            _declutter(ax)
         return fig
 
 
-def _label_rows(xs: list[float], ys: list[float]) -> list[int]:
-    """Vertical label offsets (points) so near-coincident points' labels do not overlap.
+def _declutter(ax) -> None:  # noqa: ANN001 - a matplotlib Axes
+    """Place each point label where it overlaps no earlier label and stays inside the
+    axes: right of its point, else left, at vertical offsets +4, -10, +18, -24, ...
+    points (the first candidate inside the axes if none is clear)."""
+    from matplotlib.text import Text
 
-    Points closer than 1/12 of the log-x span and 1/15 of the y span share a stack;
-    the k-th label of a stack goes to +4, -10, +18, -24, ... points.
-    """
-    lx = [math.log10(x) for x in xs]
-    sx = (max(lx) - min(lx)) or 1.0
-    sy = (max(ys) - min(ys)) or 1.0
-    placed: list[tuple[float, float, int]] = []
-    offsets = []
-    for x, y in zip(lx, ys, strict=True):
-        near = [(px, py, k) for px, py, k in placed if abs(px - x) < sx / 12]
-        taken = {k for _, py, k in near if abs(py - y) < sy / 15}
-        k = next(i for i in range(len(placed) + 1) if i not in taken)
-        placed.append((x, y, k))
-        offsets.append(4 + 14 * ((k + 1) // 2) if k % 2 == 0 else -10 - 14 * (k // 2))
-    return offsets
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+
+    def extent(label):  # noqa: ANN001, ANN202 - the text's own box, not its line's
+        return Text.get_window_extent(label, renderer)
+
+    offsets = [
+        4 + 14 * (k // 2) if k % 2 == 0 else -10 - 14 * (k // 2) for k in range(9)
+    ]
+    placed: list = []
+    for text in ax.texts:
+        chosen = first_inside = None
+        for dy in offsets:
+            for dx, ha in ((4, "left"), (-4, "right")):
+                text.xyann = (dx, dy)
+                text.set_ha(ha)
+                box = extent(text)
+                if not (frame.x0 <= box.x0 and box.x1 <= frame.x1):
+                    continue
+                if not (frame.y0 <= box.y0 and box.y1 <= frame.y1):
+                    continue
+                first_inside = first_inside or (dx, dy, ha)
+                if not any(box.overlaps(b) for b in placed):
+                    chosen = (dx, dy, ha)
+                    break
+            if chosen:
+                break
+        dx, dy, ha = chosen or first_inside or (4, 4, "left")
+        text.xyann = (dx, dy)
+        text.set_ha(ha)
+        placed.append(extent(text))
 
 
 class _AsModule(nn.Module):

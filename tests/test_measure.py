@@ -3,6 +3,7 @@ import io
 
 import pytest
 import torch
+from matplotlib.text import Text
 from torch import nn
 from torch.nn.utils import prune
 
@@ -96,9 +97,12 @@ def test_ledger_plot_keeps_labels_of_coincident_points_apart():
     for name in ("torch", "onnx", "other"):  # same file, accuracy: one point
         ledger.measure(name, model, batches)
     fig = ledger.plot()
-    size_axis = fig.axes[0]
-    offsets = [t.xyann[1] for t in size_axis.texts]
-    assert len(offsets) == 3 and len(set(offsets)) == 3
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]
+        assert len(boxes) == 3
+        pairs = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]]
+        assert not any(a.overlaps(b) for a, b in pairs)
 
 
 def test_ledger_factors_against_a_baseline_row():
