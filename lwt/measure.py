@@ -385,31 +385,30 @@ class Ledger:
         return "\n".join(lines + [note])
 
     def plot(self, title: str | None = None):  # noqa: ANN201 - a matplotlib Figure
-        """Accuracy vs file size and vs batch-64 latency, one point per row.
+        """Accuracy vs file size and vs batch-64 latency, one marker per row.
 
-        Log x axes with plain-number ticks (no overlapping ``2×10²`` minor labels);
-        ``title`` heads the figure (default: the rows' count and baseline).
+        Each row has its own colour and marker, named in one legend beside the plots
+        (labels next to the points collide when rows nearly coincide, e.g. one model
+        in two runtimes). Log x axes with plain-number ticks; ``title`` heads the
+        figure.
         """
         import matplotlib.pyplot as plt
         from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         rows = [r for r in self.rows if r.accuracy is not None]
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4))
         for ax, xs, label, what in (
             (axes[0], [r.file_bytes / 1e3 for r in rows], "file size (KB, log scale)",
              "accuracy vs file size"),
             (axes[1], [r.latency_b64.median_ms for r in rows],
              "latency at batch 64 (ms, log scale)", "accuracy vs latency"),
         ):  # fmt: skip
-            ys = [100 * r.accuracy for r in rows]
-            ax.scatter(xs, ys)
-            for x, y, r in zip(xs, ys, rows, strict=True):
-                at = {"xytext": (4, 4), "textcoords": "offset points"}
-                line = {"arrowstyle": "-", "color": "0.6", "lw": 0.6, "shrinkB": 3}
-                ax.annotate(r.name, (x, y), fontsize=8, arrowprops=line, **at)
+            for i, (x, r) in enumerate(zip(xs, rows, strict=True)):
+                style = {"marker": "osD^vPX*<>"[i % 10], "color": f"C{i % 10}"}
+                ax.scatter(x, 100 * r.accuracy, s=45, alpha=0.8, label=r.name, **style)
             ax.set_xscale("log")
-            lo, hi = min(xs), max(xs)
-            ax.set_xlim(lo / 1.5, hi * 2.5)  # room for the labels on the right
+            ax.set_xlim(min(xs) / 1.4, max(xs) * 1.4)
+            ax.margins(y=0.1)  # markers at the extremes stay whole
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
@@ -417,50 +416,10 @@ class Ledger:
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(what, fontsize=10)
             ax.grid(alpha=0.3)
+        axes[1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
         fig.suptitle(title or "The ledger, measured in this run")
         fig.tight_layout()
-        for ax in axes:
-            _declutter(ax)
         return fig
-
-
-def _declutter(ax) -> None:  # noqa: ANN001 - a matplotlib Axes
-    """Place each point label where it overlaps no earlier label and stays inside the
-    axes: right of its point, else left, at vertical offsets +4, -10, +18, -24, ...
-    points (the first candidate inside the axes if none is clear)."""
-    from matplotlib.text import Text
-
-    renderer = ax.figure.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
-
-    def extent(label):  # noqa: ANN001, ANN202 - the text's own box, not its line's
-        return Text.get_window_extent(label, renderer)
-
-    offsets = [
-        4 + 14 * (k // 2) if k % 2 == 0 else -10 - 14 * (k // 2) for k in range(9)
-    ]
-    placed: list = []
-    for text in ax.texts:
-        chosen = first_inside = None
-        for dy in offsets:
-            for dx, ha in ((4, "left"), (-4, "right")):
-                text.xyann = (dx, dy)
-                text.set_ha(ha)
-                box = extent(text)
-                if not (frame.x0 <= box.x0 and box.x1 <= frame.x1):
-                    continue
-                if not (frame.y0 <= box.y0 and box.y1 <= frame.y1):
-                    continue
-                first_inside = first_inside or (dx, dy, ha)
-                if not any(box.overlaps(b) for b in placed):
-                    chosen = (dx, dy, ha)
-                    break
-            if chosen:
-                break
-        dx, dy, ha = chosen or first_inside or (4, 4, "left")
-        text.xyann = (dx, dy)
-        text.set_ha(ha)
-        placed.append(extent(text))
 
 
 class _AsModule(nn.Module):
