@@ -224,7 +224,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "mobilenet": (MobileNetCifar, "cifar10"),
     "resnet14w8": (lambda: CifarResNet(14, width=8), "cifar10"),
     # dropout 0.25 on hidden units only: Hinton's 0.5 + 0.2 on the input (with the
-    # jitter) underfits in a CPU budget (60 epochs: 145 test errors, lesson 05)
+    # jitter) underfit in a CPU budget (a 60-epoch trial: 145 test errors)
     "mlp1200": (lambda: MLP((1200, 1200), dropout=0.25), "mnist"),
     "mlp800": (lambda: MLP((800, 800)), "mnist"),
     "z2cnn": (Z2CNN, "rotmnist"),
