@@ -109,7 +109,11 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
             f"{path}: sha256 {digest[:12]}… does not match the manifest "
             f"({entry['sha256'][:12]}…): corrupted or tampered checkpoint"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    method = recipes.method(name)
+    if hasattr(method, "from_bytes"):  # a method's own file format (e.g. .lwtc)
+        state = method.from_bytes(path.read_bytes())
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     model = recipes.build(name, entry.get("arch"))
     model.load_state_dict(state)  # float16 storage is copied into float32 weights
     return model.eval()
@@ -132,7 +136,8 @@ def make_checkpoint(
         subset=subset,
         quiet=False,
     )
-    if _storage(result.model) == "float16":  # measure what will be stored
+    coded = hasattr(recipes.method(name), "to_bytes")  # its recipe measured the file
+    if not coded and _storage(result.model) == "float16":  # measure what is stored
         with torch.no_grad():
             for t in result.model.state_dict().values():
                 if t.is_floating_point():
@@ -158,7 +163,8 @@ def save_checkpoint(
     seconds: float,
     directory: Path | None = None,
 ) -> dict:
-    """Write ``<name>.pt`` (state dict) and its manifest entry; returns the entry.
+    """Write ``<name>.pt`` (state dict; or the file format of the recipe's method, if
+    it has one, e.g. ``<name>.lwtc``) and its manifest entry; returns the entry.
 
     The entry records the file's sha256 and size, the recipe's settings, what the
     run really did (total epochs, the stages), the architecture ``load_pretrained``
@@ -169,12 +175,20 @@ def save_checkpoint(
     _check(name)
     directory = directory or checkpoint_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.pt"
-    storage = _storage(result.model)
-    state = result.model.state_dict()
-    if storage == "float16":
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    torch.save(state, path)
+    method = recipes.method(name)
+    if hasattr(method, "to_bytes"):  # the method's own file format (e.g. .lwtc)
+        path = directory / f"{name}{method.SUFFIX}"
+        storage = method.SUFFIX.lstrip(".")
+        path.write_bytes(method.to_bytes(result.model))
+    else:
+        path = directory / f"{name}.pt"
+        storage = _storage(result.model)
+        state = result.model.state_dict()
+        if storage == "float16":
+            state = {
+                k: v.half() if v.is_floating_point() else v for k, v in state.items()
+            }
+        torch.save(state, path)
     entry = {
         "file": path.name,
         "sha256": sha256_of(path),

@@ -3,6 +3,7 @@ installed (non-editable) package that still finds its checkpoints and data."""
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ TECHNIQUES = {
     "lwt.lowrank",
     "lwt.transfer",
     "lwt.distill",
+    "lwt.sharing",
 }
 LAYER = {"core": 0, "technique": 1, "recipes": 2, "zoo": 3}
 
@@ -174,6 +176,15 @@ COPY_CHECKS = {
         x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
         assert kd.loss(kd(x), y).ndim == 0
     """,
+    "sharing": """
+        import torch
+        from sharing import compress, decompress, share_weights, unshare
+        m = torch.nn.Sequential(torch.nn.Linear(16, 8))
+        unshare(share_weights(m, 2))
+        state = decompress(compress(m))
+        assert torch.equal(state["0.weight"], m[0].weight)
+        assert m[0].weight.unique().numel() <= 4
+    """,
     "deploy.py": """
         import deploy
         assert callable(deploy.export_onnx) and callable(deploy.top1_agreement)
@@ -241,3 +252,17 @@ def test_non_editable_install_finds_checkpoints_and_data_dir(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "LeNet300100"
+
+
+def test_every_subpackage_is_installed():
+    """pyproject.toml lists packages explicitly: a new folder must be added there."""
+    text = (ROOT / "pyproject.toml").read_text()
+    listed = set(
+        re.findall(r'"(lwt[\w.]*)"', text.split("packages = [")[1].split("]")[0])
+    )
+    folders = {
+        module_name(p.parent)
+        for p in PKG.rglob("__init__.py")
+        if "__pycache__" not in str(p)
+    }
+    assert folders <= listed, sorted(folders - listed)

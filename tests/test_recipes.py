@@ -185,3 +185,36 @@ def test_transferred_recipe_builds_crelu_layers():
     assert (kinds(some), kinds(every)) == (4, 10)
     dense = measure.count_params(models.create_model("resnet20"))
     assert measure.count_params(every) < measure.count_params(some) < dense
+
+
+def test_run_deepc_keeps_the_pruning_and_ships_a_decodable_file():
+    from lwt import sharing
+    from lwt.recipes import deepc
+
+    try:
+        base = zoo.load_pretrained("lenet300-pruned")
+    except FileNotFoundError:
+        pytest.skip("the lenet300-pruned checkpoint not available")
+    zeros = {n: (m.weight == 0) for n, m in pruning.prunable_layers(base).items()}
+    # the shipped settings plus a further pruning step, on 256 images for one epoch
+    cfg = dataclasses.replace(
+        recipes.config("lenet300-deepc"),
+        prune={"fc1": 0.95},
+        prune_steps=1,
+        prune_epochs=1,
+    )
+    try:
+        result = deepc.run(cfg, base, epochs_scale=0.01, subset=256)
+    except FileNotFoundError:
+        pytest.skip("MNIST not available")
+    assert result.epochs == 2 and len(result.schedule) == 2
+    model = result.model
+    for n, m in pruning.prunable_layers(model).items():
+        assert m.weight[zeros[n]].eq(0).all(), n  # pruned stays pruned
+        nz = m.weight[m.weight != 0]
+        assert nz.unique().numel() <= 2 ** cfg.bits[n]
+    assert (model.fc1.weight == 0).float().mean() == pytest.approx(0.95, abs=1e-3)
+    blob = deepc.to_bytes(model)
+    assert sharing.compress(model) == blob
+    state = deepc.from_bytes(blob)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

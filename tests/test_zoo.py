@@ -156,11 +156,18 @@ def test_manifest_records_recipe_and_what_was_done():
         assert entry["dataset"] == recipes.dataset_of(name)
         path = zoo.checkpoint_dir() / entry["file"]
         assert zoo.sha256_of(path) == entry["sha256"]
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        floats = {v.dtype for v in state.values() if v.is_floating_point()}
-        assert floats == {getattr(torch, entry["storage"])}, name
         cfg = recipes.config(name)
-        if cfg.METHOD in ("iterative", "trimming"):  # every stage's epochs
+        if cfg.METHOD == "deepc":  # its own file format, decoded to float32
+            assert entry["storage"] == "lwtc" and path.suffix == ".lwtc", name
+            state = recipes.method(name).from_bytes(path.read_bytes())
+            assert {v.dtype for v in state.values()} == {torch.float32}
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            floats = {v.dtype for v in state.values() if v.is_floating_point()}
+            assert floats == {getattr(torch, entry["storage"])}, name
+        if cfg.METHOD in ("iterative", "trimming", "deepc"):  # every stage's epochs
+            assert entry["epochs"] == sum(s["epochs"] for s in entry["schedule"])
+        if cfg.METHOD in ("iterative", "trimming"):
             assert entry["epochs"] == sum(s["epochs"] for s in entry["schedule"])
             assert entry["epochs"] == cfg.steps * cfg.epochs_per_step + cfg.final_epochs
         else:
@@ -226,6 +233,11 @@ def test_shipped_compressed_checkpoint_verifies_and_is_compressed(name):
         for m in model.modules():
             if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
                 assert m.weight[0].unique().numel() <= 15
+    elif method == "deepc":  # Deep Compression beaten: >= 50x at <= 0.1 pt (nb 06)
+        dense = zoo.read_manifest()[base_arch]
+        assert dense["bytes"] / entry["bytes"] >= 50
+        assert dense["test_accuracy"] - entry["test_accuracy"] <= 0.001 + 1e-9
+        assert zoo.sha256_of(zoo.checkpoint_dir() / entry["file"]) == entry["sha256"]
     else:
         assert measure.count_macs(base, shape) / measure.count_macs(model, shape) >= 1.5
     check_accuracy(name, model, entry)

@@ -25,6 +25,7 @@ from torch import nn
 from .. import models
 from .._lookup import lookup
 from . import (
+    deepc,
     distill,
     equivariant,
     factorized,
@@ -49,6 +50,7 @@ METHODS: dict[str, ModuleType] = {
         transferred,
         equivariant,
         distill,
+        deepc,
     )
 }
 
@@ -165,6 +167,22 @@ SHIPPED: dict[str, object] = {
         epochs=30,
         lr=0.02,
         weight_decay=0.0,
+    ),
+    # weight sharing and coding (notebook 06): Deep Compression's sharing, fine-tuning
+    # and coding on the pruned LeNets, fewer bits than Han's 5-8 (trial runs)
+    "lenet300-deepc": deepc.Config(
+        "lenet300-pruned",
+        "lenet300",
+        bits={"fc1": 3, "fc2": 4, "fc3": 5},
+        epochs=10,
+        lr=1e-3,
+    ),
+    "lenet5-deepc": deepc.Config(
+        "lenet5-pruned",
+        "lenet5",
+        bits={"conv1": 6, "conv2": 5, "fc1": 3, "fc2": 4},
+        epochs=6,
+        lr=1e-3,
     ),
 }
 

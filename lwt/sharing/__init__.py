@@ -1,0 +1,49 @@
+"""Weight sharing and coding (重み共有・符号化): fewer distinct weights, fewer bits.
+
+- ``kmeans``: per-layer k-means codebooks and codebook fine-tuning (Deep Compression).
+- ``sparse_index``: relative indices of the nonzeros, with filler entries.
+- ``huffman``: canonical Huffman codes and fixed-width bit packing.
+- ``streams``: one symbol stream, at fixed width or Huffman-coded, whichever is smaller.
+- ``fileformat``: one ``.lwtc`` file holding a pruned, shared model, bit-exact.
+- ``hashing``: HashedNets, a layer whose weights are hashed into a few shared values.
+- ``circulant``: block-circulant linear layers computed with the FFT.
+
+Copy this folder into your project to use it: it depends only on torch and numpy.
+"""
+
+from . import circulant, fileformat, hashing, huffman, kmeans, sparse_index, streams
+from .circulant import CirculantLinear
+from .fileformat import compress, decompress, inspect, round_to_float16
+from .hashing import HashedLinear
+from .kmeans import (
+    INITS,
+    SharedWeight,
+    codebooks,
+    kmeans_1d,
+    share_weights,
+    shared_copy,
+    unshare,
+)
+
+__all__ = [
+    "INITS",
+    "CirculantLinear",
+    "HashedLinear",
+    "SharedWeight",
+    "circulant",
+    "codebooks",
+    "compress",
+    "decompress",
+    "fileformat",
+    "hashing",
+    "huffman",
+    "inspect",
+    "kmeans",
+    "kmeans_1d",
+    "round_to_float16",
+    "share_weights",
+    "shared_copy",
+    "sparse_index",
+    "streams",
+    "unshare",
+]
