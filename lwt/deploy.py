@@ -1,4 +1,4 @@
-"""Deployment: run a model on real int8 kernels with ONNX Runtime.
+"""Deployment: run a model on real int8 kernels with ONNX Runtime (or OpenVINO).
 
 Fake quantization only *simulates* int8 in float. To get the smaller file and the
 speed, the model is exported to ONNX (``torch.onnx.export``) and quantized with
@@ -186,6 +186,65 @@ class OrtModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"path={self.path.name}"
+
+
+PRECISIONS = ("f32", "bf16", "f16")
+
+
+class OvModel(nn.Module):
+    """An OpenVINO compiled model behind the ``nn.Module`` interface (``x -> logits``).
+
+    OpenVINO (Intel's inference runtime) reads the same ``.onnx`` files as ONNX
+    Runtime, fp32 or int8 (QDQ). On a CPU with bf16 arithmetic (AMX, AVX-512 BF16) it
+    runs a float32 model in **bf16 by default**: pass ``precision="f32"`` to keep
+    float32. :meth:`runtime_precisions` reports what the compiled graph really runs.
+
+    Args:
+        path: the ``.onnx`` file.
+        precision: ``INFERENCE_PRECISION_HINT``: ``"f32"``, ``"bf16"``, ``"f16"``, or
+            None for the runtime's default on this CPU.
+        threads: ``INFERENCE_NUM_THREADS`` (one inference stream).
+    """
+
+    def __init__(
+        self, path: str | Path, *, precision: str | None = None, threads: int = 1
+    ) -> None:
+        super().__init__()
+        if precision is not None and precision not in PRECISIONS:
+            raise ValueError(f"precision must be None or one of {PRECISIONS}, got "
+                             f"{precision!r}")  # fmt: skip
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        import openvino as ov
+
+        config: dict[str, object] = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}
+        if precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        self.path = Path(path)
+        self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    @property
+    def precision(self) -> str:
+        """The inference precision the runtime chose (e.g. ``"bf16"``, ``"f32"``)."""
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        return hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+
+    def runtime_precisions(self) -> dict[str, int]:
+        """How many operations of the compiled graph run in each precision
+        (``runtimePrecision``; e.g. ``{"bf16": 8, "f32": 16, "u8": 4}``)."""
+        counts: dict[str, int] = {}
+        for op in self.compiled.get_runtime_model().get_ops():
+            p = op.get_rt_info()["runtimePrecision"].astype(str)
+            counts[p] = counts.get(p, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.request.infer({0: x.detach().cpu().numpy()})
+        return torch.from_numpy(out[self.compiled.output(0)].copy())
+
+    def extra_repr(self) -> str:
+        return f"path={self.path.name}, precision={self.precision}"
 
 
 def op_counts(path: str | Path, *, optimized: bool = False) -> dict[str, int]:

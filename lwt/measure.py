@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .cpu import describe_cpu
 from .train import evaluate
 
 
@@ -382,7 +383,7 @@ class Ledger:
         lines = ["  ".join(h.rjust(width[h]) for h in head)]
         lines += ["  ".join(str(r[h]).rjust(width[h]) for h in head) for r in recs]
         note = f"latency: median of {self.repeats} runs, {self.threads} thread(s)"
-        return "\n".join(lines + [note])
+        return "\n".join([describe_cpu(), *lines, note])
 
     def plot(self, title: str | None = None):  # noqa: ANN201 - a matplotlib Figure
         """Accuracy vs file size and vs batch-64 latency, one marker per row.

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "lwt"
-CORE = {"lwt.data", "lwt.models", "lwt.train", "lwt.measure", "lwt._lookup"}
+CORE = {"lwt.data", "lwt.models", "lwt.train", "lwt.measure", "lwt.cpu", "lwt._lookup"}
 # Technique units: a module, or a subpackage copied as one folder.
 TECHNIQUES = {
     "lwt.pruning",

@@ -5,12 +5,14 @@
 - ``observers``: calibration ranges (min-max, moving average, percentile, MSE).
 - ``fake_quant``: ``FakeQuant``, BatchNorm folding, ``quantize_model`` (PTQ/QAT
   preparation with ``torch.fx``), ``calibrate``, ``qat``.
+- ``bf16``: ``to_bfloat16``, a bfloat16 channels-last copy for inference.
 - ``integer``: integer-only reference of one conv/linear layer; ``fixed_point``
   (``M = M0 · 2^-n``) and ``requantize`` (int32 accumulators to the output grid).
 
 Copy this folder into your project to use it: it depends only on torch.
 """
 
+from .bf16 import Bf16Model, to_bfloat16
 from .fake_quant import (
     FakeQuant,
     activation_quantizers,
@@ -39,6 +41,7 @@ from .primitives import (
 
 __all__ = [
     "OBSERVERS",
+    "Bf16Model",
     "FakeQuant",
     "Observer",
     "activation_quantizers",
@@ -59,4 +62,5 @@ __all__ = [
     "quantized_weight",
     "requantize",
     "set_mode",
+    "to_bfloat16",
 ]
