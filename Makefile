@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lwt-installed
 
-.PHONY: lab test unit notebooks lint clean
+.PHONY: lab test check unit notebooks lint clean
 
 # Create the virtualenv and install requirements + lwt (editable) when missing/stale.
 $(STAMP): requirements.txt pyproject.toml
@@ -23,6 +23,9 @@ lab: $(STAMP)  ## start JupyterLab on the course notebooks
 test: $(STAMP)  ## unit tests + every notebook under nbval, in quick mode
 	LWT_QUICK=1 $(PY) -m pytest tests notebooks --nbval-lax --nbval-current-env \
 		--durations=10 -q
+
+check: $(STAMP)  ## pre-flight check of this machine: packages, data, checkpoints, speed
+	$(PY) -m lwt.doctor
 
 unit: $(STAMP)  ## unit tests only
 	$(PY) -m pytest tests -q

@@ -1,0 +1,50 @@
+"""lwt.doctor: the pre-flight check finds what is missing and says how to fix it."""
+
+import shutil
+
+import pytest
+
+from lwt import doctor, zoo
+
+
+def test_prediction_scales_with_speed():
+    same = doctor.predicted_minutes(doctor.REFERENCE_IMAGES_PER_S)
+    assert same == pytest.approx(
+        {k: v / 60 for k, v in doctor.REFERENCE_SECONDS.items()}
+    )
+    half = doctor.predicted_minutes(doctor.REFERENCE_IMAGES_PER_S / 2)
+    assert all(half[k] == pytest.approx(2 * same[k]) for k in same)
+
+
+def test_missing_package_is_a_problem_with_its_fix(monkeypatch):
+    monkeypatch.setitem(doctor.PACKAGES, "no_such_package_xyz", "no-such-package")
+    lines = doctor.check_packages()
+    bad = [ln for ln in lines if ln.startswith("PROBLEM")]
+    assert len(bad) == 1 and "no-such-package" in bad[0] and "pip install" in bad[0]
+
+
+def test_missing_data_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("LWT_DATA_DIR", str(tmp_path))
+    bad = [ln for ln in doctor.check_data() if ln.startswith("PROBLEM")]
+    assert len(bad) == 4 and all("LWT_DATA_DIR" in ln for ln in bad)
+
+
+def test_corrupted_checkpoint_fails_the_check(monkeypatch, tmp_path, capsys):
+    folder = tmp_path / "ck"
+    shutil.copytree(zoo.checkpoint_dir(), folder)
+    raw = bytearray((folder / "lenet300.pt").read_bytes())
+    raw[100] ^= 1
+    (folder / "lenet300.pt").write_bytes(bytes(raw))
+    monkeypatch.setenv("LWT_CHECKPOINT_DIR", str(folder))
+    bad = [ln for ln in doctor.check_checkpoints() if ln.startswith("PROBLEM")]
+    assert len(bad) == 1 and "lenet300 " in bad[0] and "git checkout" in bad[0]
+    assert doctor.main(probe_seconds=0.2) == 1
+    assert "1 problem(s)" in capsys.readouterr().out
+
+
+def test_a_ready_machine_exits_zero(capsys):
+    if any(ln.startswith("PROBLEM") for ln in doctor.check_data()):
+        pytest.skip("datasets not available (set LWT_DATA_DIR)")
+    assert doctor.main(probe_seconds=0.2) == 0
+    out = capsys.readouterr().out
+    assert "ready: no problems found" in out and "predicted full-mode time" in out
