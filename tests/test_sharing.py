@@ -290,3 +290,12 @@ def test_round_to_float16_makes_compress_store_two_bytes():
     assert all(torch.equal(p, p.half().float()) for p in raw.parameters())
     rows = {r["name"]: r for r in sharing.inspect(sharing.compress(model))}
     assert rows["fc1.bias"]["bytes"] == 2 * 300
+
+
+def test_hashed_linear_loads_its_seed_with_the_state_dict():
+    trained = hashing.HashedLinear(12, 5, 20, seed=3)
+    fresh = hashing.HashedLinear(12, 5, 20, seed=0)
+    x = torch.randn(2, 12)
+    assert not torch.allclose(fresh(x), trained(x))
+    fresh.load_state_dict(trained.state_dict())
+    assert torch.equal(fresh.index, trained.index) and torch.equal(fresh(x), trained(x))

@@ -61,11 +61,6 @@ def from_bytes(blob: bytes) -> dict[str, Tensor]:
     return sharing.decompress(blob)
 
 
-def _sparsity(model: nn.Module) -> dict[str, float]:
-    layers = pruning.prunable_layers(model)
-    return {n: 1 - float((m.weight != 0).float().mean()) for n, m in layers.items()}
-
-
 def run(
     config: Config,
     base: nn.Module,
@@ -78,7 +73,11 @@ def run(
     loader = seeded_loader(config.model, config.seed, subset)
     schedule = []
     if config.prune and config.prune_steps:
-        start = _sparsity(base)
+        start = {
+            r["layer"]: 1 - r["kept"]
+            for r in pruning.sparsity_report(base)
+            if r["layer"] != "total"
+        }
         prune_epochs = scaled(config.prune_epochs, epochs_scale)
         for k in range(1, config.prune_steps + 1):
             amounts = {  # every layer masked: the others keep exactly their zeros

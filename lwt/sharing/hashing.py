@@ -68,11 +68,22 @@ class HashedLinear(nn.Module):
             else None
         )
         self.register_buffer("seed", torch.tensor(seed))
-        keys = torch.arange(in_features * out_features).view(out_features, in_features)
-        self.register_buffer("index", universal_hash(keys, n_weights, seed=2 * seed),
-                             persistent=False)  # fmt: skip
+        self.register_buffer(
+            "index", torch.empty(0, dtype=torch.long), persistent=False
+        )
+        self.register_buffer("sign", torch.empty(0), persistent=False)
+        self._rehash()
+        # a loaded state dict brings its own seed: rebuild the hashes from it
+        self.register_load_state_dict_post_hook(lambda module, _: module._rehash())
+
+    def _rehash(self) -> None:
+        """The index and sign of every virtual entry, from ``seed`` (not stored)."""
+        o, i, seed = self.out_features, self.in_features, int(self.seed)
+        keys = torch.arange(i * o).view(o, i)
+        device = self.weight.device
+        self.index = universal_hash(keys, self.weight.numel(), seed=2 * seed).to(device)
         sign = universal_hash(keys, 2, seed=2 * seed + 1).float() * 2 - 1
-        self.register_buffer("sign", sign, persistent=False)
+        self.sign = sign.to(device)
 
     def virtual_weight(self) -> Tensor:
         """The ``out × in`` matrix the layer computes with."""
