@@ -7,6 +7,7 @@ Modules in lesson order; imports point one way: core ← techniques ← recipes 
   compact students (core).
 - ``lwt.train``: seeded training, evaluation, one-cycle and fine-tuning loops (core).
 - ``lwt.measure``: params, nonzeros, MACs, bytes, latency, the ``Ledger`` (core).
+- ``lwt.pareto``: the Pareto front of models on cost vs accuracy (core).
 - ``lwt.pruning``: unstructured masks and schedules, structured filter pruning, neuron
   pruning by activations, sparse files (lesson 01; a folder you can copy).
 - ``lwt.quantization``: primitives, observers, fake-quant PTQ/QAT, integer reference
@@ -15,7 +16,11 @@ Modules in lesson order; imports point one way: core ← techniques ← recipes 
 - ``lwt.lowrank``: SVD, Tucker-2 and CP factorization of layers (lesson 03; one file).
 - ``lwt.transfer``: CReLU and p4 / p4m rotation filter banks (lesson 04; a folder).
 - ``lwt.distill``: knowledge-distillation loss and ``Distiller`` (lesson 05; one file).
-- ``lwt.recipes``: how each shipped checkpoint is made, one module per method.
+- ``lwt.sharing``: k-means weight sharing, Huffman-coded ``.lwtc`` files, hashed
+  and circulant layers (lesson 06; a folder).
+- ``lwt.recipes``: how each shipped checkpoint is made, one module per method;
+  ``recipes.combined.compress_and_deploy`` runs the whole pipeline on your own model
+  (lesson 07).
 - ``lwt.zoo``: sha256-verified shipped checkpoints; ``python -m lwt.zoo``.
 """
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import logging
 import warnings
 from collections.abc import Callable, Iterable
@@ -77,6 +78,57 @@ def strip(path: str | Path) -> Path:
     return Path(path)
 
 
+def _short(i: int) -> str:
+    """``i`` in base 36: 0, 1, ..., z, 10, ... (the shortest printable names)."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        i, r = divmod(i, 36)
+        out = digits[r] + out
+        if i == 0:
+            return out
+
+
+def shorten_names(path: str | Path) -> Path:
+    """Rename every internal tensor of an ONNX file to a short base-36 name and drop
+    node names, and drop the graph's metadata (the exporter's record of the torch
+    program), in place; the graph's input and output names stay.
+
+    The exporter names tensors after the module path (``layer3.2.conv2.weight_
+    quantized_scale``...); a name is stored once per use, so in a small int8 model
+    the names can weigh a quarter of the file. Renaming changes nothing a runtime
+    computes: the outputs are bit-identical.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    keep = {v.name for v in (*g.input, *g.output)}
+    names: dict[str, str] = {}
+
+    fresh = (f"t{_short(i)}" for i in itertools.count())
+
+    def new(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in names:
+            names[name] = next(n for n in fresh if n not in keep)
+        return names[name]
+
+    for t in g.initializer:
+        t.name = new(t.name)
+    for node in g.node:
+        node.name = ""
+        node.input[:] = [new(n) for n in node.input]
+        node.output[:] = [new(n) for n in node.output]
+    del g.value_info[:]  # intermediate shapes: keyed by the old names
+    del g.metadata_props[:]  # the exporter's record of the torch program
+    for v in (*g.input, *g.output):
+        del v.metadata_props[:]
+    onnx.save(model, str(path))
+    return Path(path)
+
+
 def _inputs(batch: Tensor | tuple | list) -> Tensor:
     """The input tensor of a batch that is either ``x`` or an ``(x, label)`` pair."""
     return batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -110,6 +162,7 @@ def quantize_onnx(
     *,
     per_channel: bool = True,
     method: str = "minmax",
+    ranges: dict[str, tuple[float, int]] | None = None,
 ) -> Path:
     """ONNX Runtime static int8 quantization of an exported float model.
 
@@ -123,6 +176,9 @@ def quantize_onnx(
         calibration: a few hundred images in batches.
         per_channel: per-channel weight scales.
         method: calibration: ``"minmax"``, ``"percentile"`` or ``"entropy"``.
+        ranges: ``{tensor name: (scale, zero_point)}`` of activations whose uint8 grid
+            is already known (e.g. trained by QAT): used as given instead of
+            calibrated (ONNX Runtime's ``TensorQuantOverrides``).
     """
     from onnxruntime import quantization as oq
 
@@ -148,6 +204,17 @@ def quantize_onnx(
             activation_type=oq.QuantType.QUInt8,
             weight_type=oq.QuantType.QInt8,
             calibrate_method=methods[method],
+            extra_options={
+                "TensorQuantOverrides": {
+                    name: [
+                        {
+                            "scale": np.array(s, np.float32),
+                            "zero_point": np.array(z, np.uint8),
+                        }
+                    ]
+                    for name, (s, z) in (ranges or {}).items()
+                }
+            },
         )
     finally:
         root.removeFilter(quiet)

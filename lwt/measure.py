@@ -252,13 +252,19 @@ class Ledger:
         repeats: int = 30,
         *,
         baseline: str | None = None,
+        warmup: int = 5,
     ) -> None:
         _check_shape(input_shape)
+        if repeats < 1 or warmup < 0:
+            raise ValueError(
+                f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}"
+            )
         self.input_shape, self.threads, self.repeats = (
             tuple(input_shape),
             threads,
             repeats,
         )
+        self.warmup = warmup  # untimed runs before each latency measurement
         self.baseline = baseline
         self.rows: list[Row] = []
 
@@ -303,6 +309,7 @@ class Ledger:
             measure_latency(
                 forward,
                 torch.randn(b, *self.input_shape),
+                warmup=self.warmup,
                 repeats=self.repeats,
                 threads=self.threads,
             )

@@ -180,10 +180,12 @@ def finetune(
     lr: float,
     weight_decay: float = 0.0,
     anneal: bool = True,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
     quiet: bool = True,
 ) -> list[dict[str, float]]:
     """Fine-tune a trained model: SGD (momentum 0.9) at ``lr``, cosine-annealed to 0
-    over all steps (``anneal``) or constant; returns :func:`train`'s history.
+    over all steps (``anneal``) or constant; ``loss_fn`` as in :func:`train` (e.g. a
+    ``Distiller``'s loss); returns :func:`train`'s history.
 
     The retraining step of pruning (Han et al. 2015: a fraction of the original rate)
     and of quantization-aware training both use it.
@@ -195,4 +197,4 @@ def finetune(
     )
     steps = max(epochs * len(loader), 1)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
-    return train(model, loader, epochs, opt, sched, quiet=quiet)
+    return train(model, loader, epochs, opt, sched, loss_fn, quiet=quiet)

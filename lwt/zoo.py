@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import data, recipes, train
+from . import data, deploy, recipes, train
 from ._lookup import lookup
 
 MANIFEST = "manifest.json"
@@ -103,12 +103,7 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
             f"no checkpoint for {name!r} in {directory}; "
             f"make one with: python -m lwt.zoo train {name}"
         )
-    digest = sha256_of(path)
-    if digest != entry["sha256"]:
-        raise ValueError(
-            f"{path}: sha256 {digest[:12]}… does not match the manifest "
-            f"({entry['sha256'][:12]}…): corrupted or tampered checkpoint"
-        )
+    _verified(path, entry["sha256"])
     method = recipes.method(name)
     if hasattr(method, "from_bytes"):  # a method's own file format (e.g. .lwtc)
         state = method.from_bytes(path.read_bytes())
@@ -117,6 +112,42 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
     model = recipes.build(name, entry.get("arch"))
     model.load_state_dict(state)  # float16 storage is copied into float32 weights
     return model.eval()
+
+
+def _verified(path: Path, digest: str) -> Path:
+    found = sha256_of(path)
+    if found != digest:
+        raise ValueError(
+            f"{path}: sha256 {found[:12]}… does not match the manifest "
+            f"({digest[:12]}…): corrupted or tampered checkpoint"
+        )
+    return path
+
+
+def deployed_path(name: str, directory: str | Path | None = None) -> Path:
+    """The deployed file of checkpoint ``name`` (e.g. ``resnet20-combined.onnx``, an
+    ONNX Runtime int8 file), after checking its sha256 against the manifest's
+    ``deployed`` entry; run it with ``lwt.deploy.OrtModel``.
+
+    Raises:
+        ValueError: unknown name, a checkpoint without a deployed file, or a sha256
+            mismatch.
+        FileNotFoundError: no manifest entry or no file.
+    """
+    _check(name)
+    directory = Path(directory) if directory is not None else checkpoint_dir()
+    entry = read_manifest(directory).get(name)
+    if entry is None:
+        raise FileNotFoundError(
+            f"no checkpoint for {name!r} in {directory}; "
+            f"make one with: python -m lwt.zoo train {name}"
+        )
+    if "deployed" not in entry:
+        raise ValueError(f"{name!r} ships no deployed file (only {entry['file']})")
+    path = directory / entry["deployed"]["file"]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; remake it: {entry['command']}")
+    return _verified(path, entry["deployed"]["sha256"])
 
 
 def make_checkpoint(
@@ -205,12 +236,29 @@ def save_checkpoint(
         "command": f"python -m lwt.zoo train {name}",
         "storage": storage,
     }
+    if hasattr(method, "deployed_bytes"):  # a deployable file beside the checkpoint
+        entry["deployed"] = _deploy(name, method, result.model, directory)
     manifest = read_manifest(directory)
     manifest[name] = entry
     (directory / MANIFEST).write_text(
         json.dumps(manifest, indent=2, sort_keys=True) + "\n"
     )
     return entry
+
+
+def _deploy(name: str, method, model: nn.Module, directory: Path) -> dict:  # noqa: ANN001
+    """Write ``<name><DEPLOY_SUFFIX>`` and measure it on the full test set."""
+    path = directory / f"{name}{method.DEPLOY_SUFFIX}"
+    path.write_bytes(method.deployed_bytes(recipes.config(name), model))
+    _, test = data.get_loaders(recipes.dataset_of(name))
+    acc = train.evaluate(deploy.OrtModel(path), test)
+    return {
+        "file": path.name,
+        "sha256": sha256_of(path),
+        "bytes": path.stat().st_size,
+        "test_accuracy": round(acc, 4),
+        "runtime": "onnxruntime int8 (QDQ)",
+    }
 
 
 def _main(argv: list[str] | None = None) -> None:
@@ -250,6 +298,13 @@ def _main(argv: list[str] | None = None) -> None:
                 f"{name}: sha256 ok, test accuracy {acc:.4f} "
                 f"(manifest {entry['test_accuracy']:.4f})"
             )
+            if "deployed" in entry:
+                ort = deploy.OrtModel(deployed_path(name))
+                print(
+                    f"  {entry['deployed']['file']}: sha256 ok, test accuracy "
+                    f"{train.evaluate(ort, te):.4f} "
+                    f"(manifest {entry['deployed']['test_accuracy']:.4f})"
+                )
 
 
 if __name__ == "__main__":

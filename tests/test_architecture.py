@@ -14,7 +14,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "lwt"
-CORE = {"lwt.data", "lwt.models", "lwt.train", "lwt.measure", "lwt.cpu", "lwt._lookup"}
+CORE = {
+    "lwt.data",
+    "lwt.models",
+    "lwt.train",
+    "lwt.measure",
+    "lwt.pareto",
+    "lwt.cpu",
+    "lwt._lookup",
+}
 # Technique units: a module, or a subpackage copied as one folder.
 TECHNIQUES = {
     "lwt.pruning",
@@ -81,7 +89,7 @@ def layer(mod: str) -> int:
         return LAYER["recipes"]
     if u == "lwt.zoo":
         return LAYER["zoo"]
-    if u == "lwt.doctor":  # the learner's pre-flight check reads the zoo
+    if u in ("lwt.doctor", "lwt.student"):  # pre-flight check, student copies
         return LAYER["tools"]
     raise AssertionError(f"{mod}: give it a layer in tests/test_architecture.py")
 
@@ -240,6 +248,10 @@ def test_non_editable_install_finds_checkpoints_and_data_dir(tmp_path):
         import os, pathlib, lwt, lwt.data, lwt.zoo
         assert "site" in lwt.__file__, lwt.__file__
         m = lwt.zoo.load_pretrained("lenet300")
+        for name, entry in lwt.zoo.read_manifest().items():  # every shipped file
+            assert (lwt.zoo.checkpoint_dir() / entry["file"]).is_file(), name
+            if "deployed" in entry:
+                lwt.zoo.deployed_path(name)  # present and sha256-checked
         assert lwt.data.data_root() == pathlib.Path(os.environ["LWT_DATA_DIR"])
         print(type(m).__name__)
     """)

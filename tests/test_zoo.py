@@ -165,11 +165,13 @@ def test_manifest_records_recipe_and_what_was_done():
             state = torch.load(path, map_location="cpu", weights_only=True)
             floats = {v.dtype for v in state.values() if v.is_floating_point()}
             assert floats == {getattr(torch, entry["storage"])}, name
-        if cfg.METHOD in ("iterative", "trimming", "deepc"):  # every stage's epochs
-            assert entry["epochs"] == sum(s["epochs"] for s in entry["schedule"])
+        if cfg.METHOD in ("iterative", "trimming", "deepc", "combined"):  # all stages
+            assert entry["epochs"] == sum(s.get("epochs", 0) for s in entry["schedule"])
         if cfg.METHOD in ("iterative", "trimming"):
             assert entry["epochs"] == sum(s["epochs"] for s in entry["schedule"])
             assert entry["epochs"] == cfg.steps * cfg.epochs_per_step + cfg.final_epochs
+        elif cfg.METHOD == "combined":  # distillation + QAT
+            assert entry["epochs"] == cfg.epochs + cfg.qat_epochs
         else:
             assert entry["epochs"] == cfg.epochs
 

@@ -4,7 +4,8 @@
   ``dequantize``, ``fake_quantize`` (straight-through estimator).
 - ``observers``: calibration ranges (min-max, moving average, percentile, MSE).
 - ``fake_quant``: ``FakeQuant``, BatchNorm folding, ``quantize_model`` (PTQ/QAT
-  preparation with ``torch.fx``), ``calibrate``, ``qat``.
+  preparation with ``torch.fx``), ``calibrate``, ``qat``, ``to_float`` (the float
+  model an int8 converter takes).
 - ``bf16``: ``to_bfloat16``, a bfloat16 channels-last copy for inference.
 - ``integer``: integer-only reference of one conv/linear layer; ``fixed_point``
   (``M = M0 · 2^-n``) and ``requantize`` (int32 accumulators to the output grid).
@@ -22,6 +23,7 @@ from .fake_quant import (
     qat,
     quantize_model,
     set_mode,
+    to_float,
 )
 from .integer import (
     fixed_point,
@@ -63,4 +65,5 @@ __all__ = [
     "requantize",
     "set_mode",
     "to_bfloat16",
+    "to_float",
 ]

@@ -241,6 +241,40 @@ def qat(model: nn.Module, finetune: Callable[[nn.Module], object]) -> nn.Module:
     return model.eval()
 
 
+def to_float(model: nn.Module) -> nn.Module:
+    """The float model a fake-quantized one simulates, for an int8 converter.
+
+    A copy of ``model`` (from ``quantize_model``, after calibration or QAT) whose
+    weights are baked onto their grid, ``W = S_w q_w`` (the parametrization removed,
+    its quantized value kept), and whose activation quantizers pass tensors through
+    unchanged. An int8 converter (``lwt.deploy.quantize_onnx``) re-derives the same
+    symmetric per-channel weight grid from these weights, so the QAT-trained integers
+    are the ones deployed; it calibrates the activation ranges again.
+    """
+    if not any(isinstance(m, FakeQuant) for m in model.modules()):
+        raise TypeError("model has no FakeQuant modules: use quantize_model first")
+    out = copy.deepcopy(model).eval()
+    for m in out.modules():
+        if parametrize.is_parametrized(m) and not (
+            parametrize.is_parametrized(m, "weight") and len(m.parametrizations) == 1
+        ):
+            raise TypeError(
+                f"{type(m).__name__}: only a parametrized weight is expected"
+            )
+        if parametrize.is_parametrized(m, "weight"):
+            with torch.no_grad():
+                baked = m.weight.detach().clone()
+            # Not parametrize.remove_parametrizations: a deep copy shares the
+            # dynamically made ``Parametrized<Layer>`` class with ``model``, and
+            # removing
+            # deletes the class's ``weight`` property, breaking ``model`` too. Turn this
+            # instance back into its plain layer class instead.
+            del m._modules["parametrizations"]
+            m.__class__ = type(m).__bases__[0]
+            m.weight = nn.Parameter(baked)
+    return set_mode(out, observe=False, quantize=False)
+
+
 def layer_quantizers(
     model: GraphModule, name: str
 ) -> tuple[FakeQuant, FakeQuant, bool]:

@@ -25,6 +25,7 @@ from torch import nn
 from .. import models
 from .._lookup import lookup
 from . import (
+    combined,
     deepc,
     distill,
     equivariant,
@@ -51,6 +52,7 @@ METHODS: dict[str, ModuleType] = {
         equivariant,
         distill,
         deepc,
+        combined,
     )
 }
 
@@ -183,6 +185,12 @@ SHIPPED: dict[str, object] = {
         bits={"conv1": 6, "conv2": 5, "fc1": 3, "fc2": 4},
         epochs=6,
         lr=1e-3,
+    ),
+    # combining (notebook 07): Li et al. filter pruning of every block's inner
+    # channels (8/16/24 of 16/32/64 kept) -> distilled fine-tuning from the dense
+    # ResNet-20 -> distilled int8 QAT -> ONNX Runtime int8 file (manifest: deployed)
+    "resnet20-combined": combined.Config(
+        "resnet20", amount=0.6, multiple_of=8, epochs=15, lr=0.05, qat_epochs=2
     ),
 }
 

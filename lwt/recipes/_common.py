@@ -74,8 +74,8 @@ def onecycle_finetune(
     loss_fn=None,  # noqa: ANN001
 ) -> int:
     """Train every parameter of ``model`` with SGD-Nesterov and a one-cycle schedule
-    at ``config.lr`` / ``config.weight_decay`` (``loss_fn``: default cross-entropy);
-    returns the epochs run."""
+    at ``config.lr`` / ``config.weight_decay`` (any object with those two attributes;
+    ``loss_fn``: default cross-entropy); returns the epochs run."""
     opt, sched = train.sgd_onecycle(
         model, epochs * len(loader), config.lr, config.weight_decay
     )

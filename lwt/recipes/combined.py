@@ -1,0 +1,334 @@
+"""Combining techniques: structured pruning → distillation → int8 QAT → ONNX Runtime.
+
+The order is the one that works (notebook 07 measures the alternatives):
+
+1. **prune** whole filters (Li et al. 2017), so the dense kernels get smaller: every
+   ResNet block's inner channels, or any ``prune(model)`` you pass;
+2. **fine-tune with distillation** from the dense model as the teacher (Hinton et al.
+   2015): ``L = α T² KL(p_t^T ‖ p_s^T) + (1 − α) CE(y, p_s)``, one-cycle SGD;
+3. **int8 quantization-aware training** (Jacob et al. 2018): BatchNorm folded, ranges
+   calibrated, a short fine-tune through the fake quantizers, still distilled;
+4. **deploy**: the float model the QAT model simulates (``quantization.to_float``) is
+   exported to ONNX and written as an ONNX Runtime int8 file (QDQ, int8 weights per
+   channel, int32 biases) with short tensor names.
+
+:func:`compress` runs 1-3 on any model and data; :func:`deploy_int8` runs 4;
+:func:`compress_and_deploy` does both and measures a ledger. ``run``/``build`` make the
+shipped ``resnet20-combined``; ``deployed_bytes`` makes its ``.onnx`` (the manifest's
+``deployed`` entry).
+
+References: Li et al. Pruning Filters for Efficient ConvNets. ICLR 2017. Hinton,
+Vinyals, Dean. Distilling the Knowledge in a Neural Network. 2015. Jacob et al.
+Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
+Inference. CVPR 2018. Han, Mao, Dally. Deep Compression. ICLR 2016.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
+
+from torch import nn
+
+from .. import deploy, distill, measure, models, pruning, quantization, train
+from ._common import Result, onecycle_finetune, scaled, seeded_loader
+from .filters import _blocks
+from .filters import build as _pruned_shapes
+
+DEPLOY_SUFFIX = ".onnx"
+_CALIBRATION_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the combined pipeline on a shipped dense model."""
+
+    METHOD: ClassVar[str] = "combined"
+    base: str  # the dense model: pruned, and the teacher
+    amount: float = 0.6  # fraction of each block's inner filters removed
+    multiple_of: int = 8
+    epochs: int = 15  # distilled fine-tuning after pruning (one-cycle)
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    T: float = 4.0
+    alpha: float = 0.9
+    qat_epochs: int = 2  # distilled QAT, cosine-annealed
+    qat_lr: float = 0.002
+    calibration_batches: int = 4  # of 128 training images
+    seed: int = 0
+
+
+METHOD = Config.METHOD
+
+
+@dataclass
+class Compressed:
+    """What :func:`compress_and_deploy` made: the QAT model (torch, fake-quantized),
+    the deployed int8 ``.onnx`` file, and the ledger measured on the test set."""
+
+    model: nn.Module
+    onnx: Path
+    ledger: measure.Ledger
+    stages: list[str] = field(default_factory=list)
+
+
+def compress(
+    model: nn.Module,
+    train_loader: Iterable,
+    *,
+    amount: float | dict[str, float] = 0.5,
+    multiple_of: int = 8,
+    prune: Callable[[nn.Module], nn.Module] | None = None,
+    epochs: int = 1,
+    lr: float = 0.05,
+    weight_decay: float = 5e-4,
+    teacher: nn.Module | None = None,
+    T: float = 4.0,
+    alpha: float = 0.9,
+    qat_epochs: int = 1,
+    qat_lr: float = 0.002,
+    calibration_batches: int = _CALIBRATION_BATCHES,
+    on_stage: Callable[[str, nn.Module], object] | None = None,
+    quiet: bool = True,
+) -> nn.Module:
+    """Prune, distil and quantize a trained model (stages 1-3 of the module docstring).
+
+    Args:
+        model: a trained float model; not changed.
+        train_loader: training batches ``(x, y)`` (augmented as for training), with
+            ``len()``.
+        amount: fraction of every ResNet block's inner filters to remove
+            (``pruning.prune_resnet_blocks``), one number or ``{block: fraction}``.
+        multiple_of: round kept widths to a multiple of this (vector width).
+        prune: your own structured pruning, ``prune(model) -> model`` (e.g. with
+            Torch-Pruning for other architectures); ``amount`` and ``multiple_of``
+            are then unused.
+        epochs: distilled fine-tuning epochs after pruning (0 skips it).
+        lr, weight_decay: its one-cycle SGD settings.
+        teacher: the teacher; default a copy of ``model`` before pruning.
+        T, alpha: distillation temperature and weight of the soft term.
+        qat_epochs: distilled int8 QAT epochs (0: post-training quantization only).
+        qat_lr: QAT rate, cosine-annealed.
+        calibration_batches: training batches that calibrate the activation ranges.
+        on_stage: called as ``on_stage(stage, model)`` after ``"pruned"``,
+            ``"distilled"`` and ``"quantized"`` (e.g. to add a ledger row).
+        quiet: hide progress.
+
+    Returns:
+        The fake-quantized int8 model (a ``torch.fx.GraphModule``, eval mode); deploy
+        it with :func:`deploy_int8`.
+    """
+    if epochs < 0 or qat_epochs < 0:
+        raise ValueError(
+            f"epochs and qat_epochs must be >= 0, got {epochs}, {qat_epochs}"
+        )
+    if calibration_batches < 1:
+        raise ValueError(f"calibration_batches must be >= 1, got {calibration_batches}")
+    if lr <= 0 or qat_lr <= 0:
+        raise ValueError(f"lr and qat_lr must be > 0, got {lr}, {qat_lr}")
+    if len(train_loader) == 0:
+        raise ValueError("train_loader yields no batches")
+    teacher = copy.deepcopy(teacher if teacher is not None else model).eval()
+    student = copy.deepcopy(model)
+    if prune is not None:
+        student = prune(student)
+    else:
+        pruning.prune_resnet_blocks(student, amount, multiple_of=multiple_of)
+    if on_stage:
+        on_stage("pruned", student)
+    if epochs:
+        kd = distill.Distiller(student, teacher, T=T, alpha=alpha)
+        rate = SimpleNamespace(lr=lr, weight_decay=weight_decay)
+        onecycle_finetune(kd, train_loader, epochs, rate, quiet, kd.loss)
+        student.cpu().eval()
+    if on_stage:
+        on_stage("distilled", student)
+    qmodel = quantization.quantize_model(student)
+    calibration = itertools.islice(iter(train_loader), calibration_batches)
+    quantization.calibrate(qmodel, calibration)
+    if qat_epochs:
+        kd = distill.Distiller(qmodel, teacher, T=T, alpha=alpha)
+
+        def finetune(m: nn.Module) -> None:  # m is kd's student: train through kd
+            train.finetune(kd, train_loader, epochs=qat_epochs, lr=qat_lr,
+                           loss_fn=kd.loss, quiet=quiet)  # fmt: skip
+
+        quantization.qat(qmodel, finetune)
+        qmodel.cpu()
+    qmodel.eval()
+    if on_stage:
+        on_stage("quantized", qmodel)
+    return qmodel
+
+
+def deploy_int8(
+    qmodel: nn.Module,
+    input_shape: tuple[int, ...],
+    path: str | Path,
+    calibration: Iterable,
+) -> Path:
+    """Write the ONNX Runtime int8 file of a model from :func:`compress` (stage 4).
+
+    ``quantization.to_float`` bakes the QAT weights onto their int8 grid, the float
+    graph is exported (``deploy.export_onnx``) and quantized by ONNX Runtime: the same
+    symmetric per-channel weight grid, so the trained integers are kept, and the
+    activation grids the QAT model trained with (:func:`activation_ranges`); a tensor
+    without one is calibrated on ``calibration``. Then the tensor names are shortened.
+    """
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = deploy.export_onnx(
+            quantization.to_float(qmodel), input_shape, Path(tmp) / "fp32.onnx"
+        )
+        ranges = activation_ranges(qmodel, fp32)
+        deploy.quantize_onnx(fp32, path, calibration, ranges=ranges)
+    return deploy.shorten_names(path)
+
+
+def activation_ranges(qmodel: nn.Module, fp32: str | Path) -> dict[str, tuple]:
+    """``{ONNX tensor: (scale, zero_point)}``: each activation quantizer of a model
+    from :func:`compress`, matched to the tensor it quantizes in the exported graph.
+
+    The quantizers sit (``quantization.quantize_model``) at the input and after every
+    conv/linear, add and pooling, after the ReLU that follows them if any. In the
+    exported graph, in the same order, those are: the graph input, every ``Relu``, a
+    ``Conv`` whose output goes straight to an ``Add``, ``ReduceMean`` (the pooling)
+    and the final ``Gemm``. Returns ``{}`` (calibrate everything) when the counts
+    differ, i.e. for a graph of another shape.
+    """
+    import onnx
+
+    graph = onnx.load(str(fp32)).graph
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    tensors = [graph.input[0].name]
+    for node in graph.node:
+        out = node.output[0]
+        if node.op_type in ("Relu", "ReduceMean", "Gemm") or (
+            node.op_type == "Conv" and consumers.get(out) == ["Add"]
+        ):
+            tensors.append(out)
+    quantizers = quantization.activation_quantizers(qmodel)
+    if len(quantizers) != len(tensors):
+        return {}
+    return {
+        t: (float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0]))
+        for t, q in zip(tensors, quantizers, strict=True)
+    }
+
+
+def compress_and_deploy(
+    model: nn.Module,
+    train_loader: Iterable,
+    test_loader: Iterable,
+    input_shape: tuple[int, ...],
+    out: str | Path,
+    *,
+    repeats: int = 30,
+    warmup: int = 5,
+    **settings: object,
+) -> Compressed:
+    """The whole pipeline in one call: :func:`compress` (``settings`` are its keyword
+    arguments), :func:`deploy_int8` to ``out``, and a ledger of the dense model, the
+    QAT model (torch) and the deployed file (ONNX Runtime, its real bytes) on
+    ``test_loader``: accuracy, parameters, MACs, bytes and latency (``repeats`` timed
+    runs after ``warmup`` untimed ones)."""
+    ledger = measure.Ledger(
+        input_shape, repeats=repeats, warmup=warmup, baseline="dense fp32 (torch)"
+    )
+    ledger.measure("dense fp32 (torch)", model, test_loader)
+    stages: list[str] = []
+    user_hook = settings.pop("on_stage", None)
+
+    def on_stage(stage: str, m: nn.Module) -> None:
+        stages.append(stage)
+        if user_hook:
+            user_hook(stage, m)
+
+    qmodel = compress(model, train_loader, on_stage=on_stage, **settings)
+    n = int(settings.get("calibration_batches", _CALIBRATION_BATCHES))
+    calibration = itertools.islice(iter(train_loader), n)
+    onnx = deploy_int8(qmodel, input_shape, out, calibration)
+    ledger.measure("QAT int8 (torch, fake-quant)", qmodel, test_loader)
+    ledger.measure(
+        "deployed int8 (ONNX Runtime)",
+        qmodel,
+        test_loader,
+        payload=onnx.read_bytes(),
+        forward=deploy.OrtModel(onnx),
+    )
+    return Compressed(qmodel, onnx, ledger, stages)
+
+
+def build(config: Config, arch: dict) -> nn.Module:
+    """The pruned shapes (``arch["widths"]``), prepared for quantization, with the
+    activation ranges loaded from the checkpoint."""
+    model = _pruned_shapes(config, arch)  # filters.build: reads only base and widths
+    qmodel = quantization.quantize_model(model)
+    return quantization.set_mode(qmodel, observe=False, quantize=True)
+
+
+def _calibration(config: Config, subset: int | None = None) -> Iterable:
+    loader = seeded_loader(config.base, config.seed, subset)
+    return itertools.islice(iter(loader), config.calibration_batches)
+
+
+def run(
+    config: Config,
+    base: nn.Module,
+    *,
+    epochs_scale: float = 1.0,
+    subset: int | None = None,
+    quiet: bool = True,
+) -> Result:
+    """The pipeline on ``base`` (the trained dense model, also the teacher)."""
+    loader = seeded_loader(config.base, config.seed, subset)
+    epochs = scaled(config.epochs, epochs_scale) if config.epochs else 0
+    qat_epochs = scaled(config.qat_epochs, epochs_scale) if config.qat_epochs else 0
+    widths: dict[str, int] = {}
+
+    def record(stage: str, m: nn.Module) -> None:
+        if stage == "pruned":
+            widths.update({n: b.conv1.out_channels for n, b in _blocks(m).items()})
+
+    qmodel = compress(
+        base,
+        loader,
+        amount=config.amount,
+        multiple_of=config.multiple_of,
+        epochs=epochs,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        T=config.T,
+        alpha=config.alpha,
+        qat_epochs=qat_epochs,
+        qat_lr=config.qat_lr,
+        calibration_batches=config.calibration_batches,
+        on_stage=record,
+        quiet=quiet,
+    )
+    schedule = [
+        {"stage": "prune", "amount": config.amount, "widths": dict(widths)},
+        {"stage": "distil", "epochs": epochs, "lr": config.lr, "T": config.T},
+        {"stage": "qat", "epochs": qat_epochs, "lr": config.qat_lr, "bits": 8},
+    ]
+    return Result(
+        qmodel, epochs + qat_epochs, arch={"widths": widths}, schedule=schedule
+    )
+
+
+def deployed_bytes(config: Config, model: nn.Module) -> bytes:
+    """The deployed ONNX Runtime int8 file of a model this recipe made, calibrated on
+    the recipe's seeded calibration batches."""
+    shape = models.input_shape_of(config.base)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = deploy_int8(model, shape, Path(tmp) / "int8.onnx", _calibration(config))
+        return path.read_bytes()
