@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lwt-installed
 
-.PHONY: lab test check unit notebooks lint clean
+.PHONY: lab test check data student unit notebooks lint clean
 
 # Create the virtualenv and install requirements + lwt (editable) when missing/stale.
 $(STAMP): requirements.txt pyproject.toml
@@ -26,6 +26,13 @@ test: $(STAMP)  ## unit tests + every notebook under nbval, in quick mode
 
 check: $(STAMP)  ## pre-flight check of this machine: packages, data, checkpoints, speed
 	$(PY) -m lwt.doctor
+
+data: $(STAMP)  ## download and validate MNIST and CIFAR-10 into $$LWT_DATA_DIR (or data/)
+	$(PY) -m lwt.data fetch
+
+STUDENT ?= student
+student: $(STAMP)  ## learner copies of the notebooks, solutions removed, into $(STUDENT)/
+	$(PY) -m lwt.student $(STUDENT)
 
 unit: $(STAMP)  ## unit tests only
 	$(PY) -m pytest tests -q

@@ -432,3 +432,70 @@ def get_loaders(
         ),
         BatchLoader(test, 4 * batch_size),
     )
+
+
+# The datasets the course reads (rotmnist is derived from MNIST: nothing to fetch).
+COURSE_DATASETS = ("mnist", "cifar10")
+
+
+def fetch(
+    root: str | Path | None = None, names: tuple[str, ...] = COURSE_DATASETS
+) -> dict[str, int]:
+    """Download the course's datasets once and validate them.
+
+    torchvision's checksummed downloaders fetch what is missing under ``root``; then
+    both splits of each dataset are loaded and validated. An instructor runs it on one
+    connected machine and copies the folder to offline laptops (``LWT_DATA_DIR``).
+    Files already present are not downloaded again.
+
+    Args:
+        root: the data folder (default :func:`data_root`).
+        names: the datasets (default MNIST and CIFAR-10).
+
+    Returns:
+        ``{dataset: bytes on disk}`` of each dataset's folder.
+
+    Raises:
+        FileNotFoundError: a dataset is missing and could not be downloaded.
+    """
+    root = Path(root) if root is not None else data_root()
+    root.mkdir(parents=True, exist_ok=True)
+    sizes = {}
+    for name in names:
+        for train in (True, False):
+            load_dataset(name, train, root, download=True)  # validates counts/shapes
+        folder = root / expected_files(name, False)[0].split("/")[0]
+        sizes[name] = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return sizes
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m lwt.data", description=fetch.__doc__.split("\n")[0]
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fetch", help="download and validate the course's datasets")
+    f.add_argument(
+        "--root", type=Path, help="data folder (default: $LWT_DATA_DIR or data/)"
+    )
+    args = p.parse_args(argv)
+    root = args.root or data_root()
+    try:
+        sizes = fetch(root)
+    except (FileNotFoundError, ValueError) as exc:  # missing, or a bad download
+        print(f"lwt.data fetch: {exc}")
+        return 1
+    for name, size in sizes.items():
+        print(f"{name:8s} ok  {size / 1e6:7.1f} MB")
+    print(
+        f"{'total':8s}     {sum(sizes.values()) / 1e6:7.1f} MB in {root}; "
+        "copy this folder to "
+        f"offline machines and set LWT_DATA_DIR to it"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -285,3 +285,42 @@ def test_rotmnist_is_mnist_turned_by_fixed_angles(tmp_path, tiny_counts):
     first = data.load_dataset("mnist", True, tmp_path, download=False).images[:5]
     angles = torch.rand(5, generator=g) * 360
     assert torch.equal(train.images, data.rotate(first, angles))
+
+
+def test_fetch_downloads_what_is_missing_once_and_validates(
+    tmp_path, tiny_counts, monkeypatch
+):
+    calls = []
+
+    def fake_download(name, root):  # stands in for torchvision's downloader
+        calls.append(name)
+        make_mnist(root) if name == "mnist" else make_cifar(root)
+
+    monkeypatch.setattr(data, "_download", fake_download)
+    sizes = data.fetch(tmp_path)
+    assert calls == ["mnist", "cifar10"]
+    assert set(sizes) == {"mnist", "cifar10"} and all(v > 0 for v in sizes.values())
+    data.fetch(tmp_path)  # everything present: nothing downloaded again
+    assert calls == ["mnist", "cifar10"]
+
+
+def test_fetch_cli_offline_says_what_is_missing(tmp_path, monkeypatch, capsys):
+    def offline(name, root):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(data, "_download", offline)
+    with pytest.warns(UserWarning, match="download of mnist failed"):
+        assert data._main(["fetch", "--root", str(tmp_path)]) == 1
+    assert "MNIST/raw" in capsys.readouterr().out
+
+
+def test_fetch_cli_on_the_course_data(capsys, monkeypatch):
+    root = data.data_root()
+    if not all((root / f).exists() or (root / (f + ".gz")).exists()
+               for n in data.COURSE_DATASETS for t in (True, False)
+               for f in data.expected_files(n, t)):  # fmt: skip
+        pytest.skip("course data not available (set LWT_DATA_DIR)")
+    monkeypatch.setattr(data, "_download", lambda *a: pytest.fail("downloaded"))
+    assert data._main(["fetch"]) == 0
+    out = capsys.readouterr().out
+    assert "mnist" in out and "cifar10" in out and "total" in out
