@@ -15,6 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+# notebook 07 prints the article's claims table in a cell starting "# README claims"
+CLAIMS_START, CLAIMS_END = "<!-- claims:start -->", "<!-- claims:end -->"
 
 
 def ledger_rows(path: Path) -> tuple[str, list[str]]:
@@ -56,8 +58,28 @@ def main() -> None:
     before, rest = readme.split(START)
     after = rest.split(END)[1]
     body = "\n".join(lines)
-    (ROOT / "README.md").write_text(f"{before}{START}\n{body}\n{END}{after}")
-    print(f"README: {len(table)} result rows")
+    readme = f"{before}{START}\n{body}\n{END}{after}"
+    claims = cell_text("# README claims")
+    if claims and CLAIMS_START in readme:
+        before, rest = readme.split(CLAIMS_START)
+        after = rest.split(CLAIMS_END)[1]
+        readme = f"{before}{CLAIMS_START}\n{claims.strip()}\n{CLAIMS_END}{after}"
+    (ROOT / "README.md").write_text(readme)
+    print(
+        f"README: {len(table)} result rows" + (", the claims table" if claims else "")
+    )
+
+
+def cell_text(marker: str) -> str:
+    """The printed output of the (first) notebook cell whose source starts with
+    ``marker`` ("" if none)."""
+    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if "".join(cell.get("source", "")).startswith(marker):
+                return "".join(
+                    "".join(o.get("text", "")) for o in cell.get("outputs", [])
+                )
+    return ""
 
 
 if __name__ == "__main__":
