@@ -94,15 +94,10 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
         ValueError: unknown name, or the file's sha256 differs from the manifest.
         FileNotFoundError: no manifest entry or no file (says how to reproduce it).
     """
-    _check(name)
-    directory = Path(directory) if directory is not None else checkpoint_dir()
-    entry = read_manifest(directory).get(name)
-    path = directory / (entry["file"] if entry else f"{name}.pt")
-    if entry is None or not path.exists():
-        raise FileNotFoundError(
-            f"no checkpoint for {name!r} in {directory}; "
-            f"make one with: python -m lwt.zoo train {name}"
-        )
+    directory, entry = _entry(name, directory)
+    path = directory / entry["file"]
+    if not path.exists():
+        raise FileNotFoundError(_missing(name, directory))
     _verified(path, entry["sha256"])
     method = recipes.method(name)
     if hasattr(method, "from_bytes"):  # a method's own file format (e.g. .lwtc)
@@ -112,6 +107,24 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
     model = recipes.build(name, entry.get("arch"))
     model.load_state_dict(state)  # float16 storage is copied into float32 weights
     return model.eval()
+
+
+def _missing(name: str, directory: Path) -> str:
+    return (
+        f"no checkpoint for {name!r} in {directory}; "
+        f"make one with: python -m lwt.zoo train {name}"
+    )
+
+
+def _entry(name: str, directory: str | Path | None) -> tuple[Path, dict]:
+    """The checkpoint folder and ``name``'s manifest entry (FileNotFoundError with
+    the command that makes it if there is none)."""
+    _check(name)
+    directory = Path(directory) if directory is not None else checkpoint_dir()
+    entry = read_manifest(directory).get(name)
+    if entry is None:
+        raise FileNotFoundError(_missing(name, directory))
+    return directory, entry
 
 
 def _verified(path: Path, digest: str) -> Path:
@@ -134,14 +147,7 @@ def deployed_path(name: str, directory: str | Path | None = None) -> Path:
             mismatch.
         FileNotFoundError: no manifest entry or no file.
     """
-    _check(name)
-    directory = Path(directory) if directory is not None else checkpoint_dir()
-    entry = read_manifest(directory).get(name)
-    if entry is None:
-        raise FileNotFoundError(
-            f"no checkpoint for {name!r} in {directory}; "
-            f"make one with: python -m lwt.zoo train {name}"
-        )
+    directory, entry = _entry(name, directory)
     if "deployed" not in entry:
         raise ValueError(f"{name!r} ships no deployed file (only {entry['file']})")
     path = directory / entry["deployed"]["file"]
