@@ -72,7 +72,7 @@ def tiny(tmp_path_factory):
     batches = _batches()
     seen = []
     q = combined.compress(
-        model, batches, amount=0.5, epochs=1, qat_epochs=1,
+        model, batches, amount=0.5, drop=["layer1.1"], epochs=1, qat_epochs=1,
         on_stage=lambda stage, m: seen.append((stage, type(m).__name__)),
     )  # fmt: skip
     path = combined.deploy_int8(
@@ -90,6 +90,9 @@ def test_stages_compose_in_order_and_leave_the_model_alone(tiny):
     assert fq and all(m.bits == 8 for m in fq)
     # half of every block's inner filters gone (8 stays 8: a multiple of 8)
     assert measure.count_params(q) < 0.7 * measure.count_params(model)
+    # layer1.1 dropped: no fake-quantized conv left under that name
+    assert not any(n.startswith("layer1.1.") for n, _ in q.named_modules())
+    assert any(n.startswith("layer1.0.") for n, _ in q.named_modules())
 
 
 def test_to_float_bakes_weights_onto_their_grid(tiny):
@@ -161,6 +164,8 @@ def test_bad_settings_raise_and_leave_the_model_alone():
         combined.compress(model, _batches(1), calibration_batches=0)
     with pytest.raises(ValueError, match="amount"):
         combined.compress(model, _batches(1), amount=1.5, epochs=0, qat_epochs=0)
+    with pytest.raises(ValueError, match="drop"):
+        combined.compress(model, _batches(1), drop=["layer2.0"], epochs=0, qat_epochs=0)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 

@@ -50,3 +50,19 @@ def test_bad_inputs(lenet, tmp_path):
         deploy.quantize_onnx(fp32, tmp_path / "x.onnx", calib, method="nope")
     with pytest.raises(ValueError, match="empty"):
         deploy.top1_agreement(lambda x: x, lambda x: x, [])
+
+
+def test_profile_names_every_integer_kernel_with_its_shapes(
+    lenet, tmp_path, monkeypatch
+):
+    _, _, _, int8 = lenet
+    monkeypatch.chdir(tmp_path)
+    rows = deploy.profile_onnx(int8, torch.randn(8, 1, 28, 28), runs=2)
+    convs = [r for r in rows if r["op"] == "QLinearConv"]
+    assert len(convs) == 2  # the same kernels op_counts(optimized=True) lists
+    assert all(r["ms"] > 0 for r in rows)
+    assert [r["ms"] for r in rows] == sorted((r["ms"] for r in rows), reverse=True)
+    assert all(r["output"][0] == 8 for r in convs)  # batch first, as given
+    assert not list(tmp_path.iterdir())  # no trace file left behind
+    with pytest.raises(ValueError, match="runs"):
+        deploy.profile_onnx(int8, torch.randn(1, 1, 28, 28), runs=0)

@@ -3,6 +3,7 @@
 - ``unstructured``: magnitude / Han-threshold / global masks (``torch.nn.utils.prune``),
   the Zhu & Gupta schedule, Han's iterative prune-retrain, sensitivity scans.
 - ``structured``: Li et al. L1 filter pruning that removes channels for real.
+- ``depth``: remove whole residual blocks (identity shortcuts) for speed.
 - ``neurons``: Hu et al. APoZ / mean-activation neuron pruning (the same surgery).
 - ``surgery``: copies of a layer with only some channels (used by both).
 - ``coupling``: which layers' channels are tied together (``torch.fx``), checked
@@ -13,8 +14,9 @@ Copy this folder into your project to use it: it depends only on torch (and
 torchvision's ResNet block types).
 """
 
-from . import coupling, neurons, sparse, structured, surgery, unstructured
+from . import coupling, depth, neurons, sparse, structured, surgery, unstructured
 from .coupling import ChannelPath, CouplingError, channel_path
+from .depth import drop_blocks, removable_blocks
 from .neurons import (
     ActivationStats,
     activation_stats,
@@ -56,6 +58,9 @@ __all__ = [
     "CouplingError",
     "channel_path",
     "coupling",
+    "depth",
+    "drop_blocks",
+    "removable_blocks",
     "PRUNABLE",
     "activation_stats",
     "gradual_prune_neurons",

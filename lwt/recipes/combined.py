@@ -2,8 +2,10 @@
 
 The order is the one that works (notebook 07 measures the alternatives):
 
-1. **prune** whole filters (Li et al. 2017), so the dense kernels get smaller: every
-   ResNet block's inner channels, or any ``prune(model)`` you pass;
+1. **prune**: drop whole residual blocks (``pruning.drop_blocks``; Veit et al. 2016),
+   where an int8 kernel's per-pixel cost makes depth, not width, the latency; then
+   whole filters (Li et al. 2017), so the dense kernels get smaller: every ResNet
+   block's inner channels, or any ``prune(model)`` you pass;
 2. **fine-tune with distillation** from the dense model as the teacher (Hinton et al.
    2015): ``L = α T² KL(p_t^T ‖ p_s^T) + (1 − α) CE(y, p_s)``, one-cycle SGD;
 3. **int8 quantization-aware training** (Jacob et al. 2018): BatchNorm folded, ranges
@@ -17,7 +19,9 @@ The order is the one that works (notebook 07 measures the alternatives):
 shipped ``resnet20-combined``; ``deployed_bytes`` makes its ``.onnx`` (the manifest's
 ``deployed`` entry).
 
-References: Li et al. Pruning Filters for Efficient ConvNets. ICLR 2017. Hinton,
+References: Li et al. Pruning Filters for Efficient ConvNets. ICLR 2017. Veit,
+Wilber, Belongie. Residual Networks Behave Like Ensembles of Relatively Shallow
+Networks. NeurIPS 2016. Hinton,
 Vinyals, Dean. Distilling the Knowledge in a Neural Network. 2015. Jacob et al.
 Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only
 Inference. CVPR 2018. Han, Mao, Dally. Deep Compression. ICLR 2016.
@@ -28,7 +32,7 @@ from __future__ import annotations
 import copy
 import itertools
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,7 +55,8 @@ class Config:
 
     METHOD: ClassVar[str] = "combined"
     base: str  # the dense model: pruned, and the teacher
-    amount: float = 0.6  # fraction of each block's inner filters removed
+    amount: float | dict = 0.6  # fraction of inner filters removed (or per block)
+    drop: tuple[str, ...] = ()  # residual blocks removed first (depth pruning)
     multiple_of: int = 8
     epochs: int = 15  # distilled fine-tuning after pruning (one-cycle)
     lr: float = 0.05
@@ -84,6 +89,7 @@ def compress(
     *,
     amount: float | dict[str, float] = 0.5,
     multiple_of: int = 8,
+    drop: Sequence[str] = (),
     prune: Callable[[nn.Module], nn.Module] | None = None,
     epochs: int = 1,
     lr: float = 0.05,
@@ -106,6 +112,8 @@ def compress(
         amount: fraction of every ResNet block's inner filters to remove
             (``pruning.prune_resnet_blocks``), one number or ``{block: fraction}``.
         multiple_of: round kept widths to a multiple of this (vector width).
+        drop: residual blocks to remove first (``pruning.drop_blocks``), e.g.
+            ``("layer1.1", "layer1.2")``.
         prune: your own structured pruning, ``prune(model) -> model`` (e.g. with
             Torch-Pruning for other architectures); ``amount`` and ``multiple_of``
             are then unused.
@@ -134,8 +142,13 @@ def compress(
         raise ValueError(f"lr and qat_lr must be > 0, got {lr}, {qat_lr}")
     if len(train_loader) == 0:
         raise ValueError("train_loader yields no batches")
+    bad = set(drop) - set(pruning.removable_blocks(model))
+    if isinstance(drop, str) or bad:
+        raise ValueError(
+            f"drop must list blocks of {pruning.removable_blocks(model)}, got {drop!r}"
+        )
     teacher = copy.deepcopy(teacher if teacher is not None else model).eval()
-    student = copy.deepcopy(model)
+    student = pruning.drop_blocks(copy.deepcopy(model), drop)
     if prune is not None:
         student = prune(student)
     else:
@@ -269,9 +282,11 @@ def compress_and_deploy(
 
 
 def build(config: Config, arch: dict) -> nn.Module:
-    """The pruned shapes (``arch["widths"]``), prepared for quantization, with the
-    activation ranges loaded from the checkpoint."""
+    """The pruned shapes (``arch["widths"]``, without the blocks in
+    ``arch["dropped"]``), prepared for quantization, with the activation ranges
+    loaded from the checkpoint."""
     model = _pruned_shapes(config, arch)  # filters.build: reads only base and widths
+    pruning.drop_blocks(model, arch.get("dropped", []))
     qmodel = quantization.quantize_model(model)
     return quantization.set_mode(qmodel, observe=False, quantize=True)
 
@@ -304,6 +319,7 @@ def run(
         loader,
         amount=config.amount,
         multiple_of=config.multiple_of,
+        drop=config.drop,
         epochs=epochs,
         lr=config.lr,
         weight_decay=config.weight_decay,
@@ -316,12 +332,16 @@ def run(
         quiet=quiet,
     )
     schedule = [
+        {"stage": "drop blocks", "blocks": list(config.drop)},
         {"stage": "prune", "amount": config.amount, "widths": dict(widths)},
         {"stage": "distil", "epochs": epochs, "lr": config.lr, "T": config.T},
         {"stage": "qat", "epochs": qat_epochs, "lr": config.qat_lr, "bits": 8},
     ]
     return Result(
-        qmodel, epochs + qat_epochs, arch={"widths": widths}, schedule=schedule
+        qmodel,
+        epochs + qat_epochs,
+        arch={"widths": widths, "dropped": list(config.drop)},
+        schedule=schedule,
     )
 
 
