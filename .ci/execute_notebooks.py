@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.output_widget import OutputWidget
 
 KEEP_CELL_META = ("tags", "jupyter", "collapsed")
 MACHINE_PATH = re.compile(r"/(work|tmp|root|home|Users)/[\w.-]+/")
@@ -65,17 +66,35 @@ def slowest(nb: nbformat.NotebookNode, path: Path, top: int = 8) -> None:
         print(f"{path.name} cell {i}: {sec:.1f} s")
 
 
+class _LocalOutputWidget(OutputWidget):
+    """nbclient's stand-in for an ``ipywidgets.Output``, keeping its outputs here.
+
+    nbclient's own sends each change of the widget's outputs back to the kernel on the
+    shell channel while it waits there for the cell's reply; with a large figure inside
+    the widget that hung notebook 07's widget cell for good (kernel idle, no reply read;
+    jupyter/nbclient#312). The widget state is stripped from the committed notebook,
+    so nothing needs to go back.
+    """
+
+    def sync_state(self) -> None:
+        pass
+
+
 def main(paths: list[str]) -> None:
     for name in paths:
         path = Path(name)
         nb = nbformat.read(path, as_version=4)
         start = time.perf_counter()
-        NotebookClient(
+        client = NotebookClient(
             nb,
-            timeout=1800,
+            timeout=900,  # per cell; the slowest full-mode cell takes under 3 min
             kernel_name="python3",
             resources={"metadata": {"path": str(path.parent)}},
-        ).execute()
+        )
+        client.widget_registry["@jupyter-widgets/output"]["OutputModel"] = (
+            _LocalOutputWidget
+        )
+        client.execute()
         slowest(nb, path)
         strip(nb)
         nb.nbformat_minor = 4
