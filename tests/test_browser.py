@@ -1,0 +1,621 @@
+"""The course in a browser (issue 14): what a learner sees after ``make lab``.
+
+JupyterLab runs from this environment on a copy of the notebooks in pytest's tmp folder
+(outputs cleared, so every prompt, figure and widget on the page is fresh, and the
+committed notebooks are never autosaved over). Headless Chromium (Debian's
+``chromium``, driven by Playwright) opens each notebook in a tab of its own, runs all
+cells from the Run menu, and checks the page: no exception, as many figures as the
+committed notebook has, every widget rendered, and one slider (or checkbox) of the
+notebook's widget changing the widget's output.
+
+Environment: ``LWT_BROWSER`` picks the notebooks (``all``, the default; ``none``; or
+name prefixes such as ``00,07``), ``LWT_BROWSER_DIR`` the folder (default
+``notebooks/``), ``LWT_BROWSER_TIMEOUT`` the seconds allowed to run one notebook
+(default 300) and ``LWT_CHROMIUM`` the browser (default ``/usr/bin/chromium``). The
+kernels see ``LWT_QUICK=1`` and the caller's ``LWT_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Locator, Page
+
+pytestmark = pytest.mark.browser
+
+NOTEBOOK_DIR = Path(
+    os.environ.get("LWT_BROWSER_DIR", Path(__file__).parents[1] / "notebooks")
+)
+CHROMIUM = os.environ.get("LWT_CHROMIUM", "/usr/bin/chromium")
+RUN_TIMEOUT_S = float(os.environ.get("LWT_BROWSER_TIMEOUT", "300"))
+START_TIMEOUT_S = 120  # the server to answer, then a notebook's kernel to be idle
+SETTLE_TIMEOUT_S = 60  # figures and widgets to render after the last cell ran
+WIDGET_TIMEOUT_S = 120  # a moved slider's output to change
+VIEWPORT = {"width": 1280, "height": 1000}
+
+# An exception and a warning both render as application/vnd.jupyter.stderr; the text
+# tells them apart: IPython's traceback header, the "Cell In[n], line k" that starts a
+# SyntaxError, or JupyterLab's own message for an output that failed to render.
+ERROR_TEXT = re.compile(
+    r"Traceback \(most recent call last\)|\A\s*Cell In\[\d+\], line \d+"
+    r"|\AJavascript Error:"
+)
+# What ipywidgets' renderer writes in place of a widget it could not (yet) show.
+WIDGET_FAILED, WIDGET_LOADING = "Error displaying widget", "Loading widget..."
+
+# Everything the checks read from the page, in one call. textContent, not innerText:
+# JupyterLab skips rendering of cells out of view (content-visibility), not their DOM.
+PAGE_STATE_JS = """() => {
+  const nb = document.querySelector('.jp-NotebookPanel');
+  const all = (sel) => nb ? [...nb.querySelectorAll(sel)] : [];
+  const own = (e) => [...e.childNodes].filter((n) => n.nodeType === Node.TEXT_NODE)
+    .map((n) => n.textContent).join('').trim();
+  const images = all('.jp-OutputArea-output[data-mime-type="image/png"] img');
+  const dialog = document.querySelector('.jp-Dialog');
+  const STDERR = 'application/vnd.jupyter.stderr';
+  const status = nb?.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status;
+  return {
+    prompts: all('.jp-CodeCell .jp-InputArea-prompt').map((e) => e.textContent.trim()),
+    codeCells: all('.jp-CodeCell').length,
+    stderr: all(`.jp-OutputArea-output[data-mime-type="${STDERR}"]`)
+      .map((e) => e.textContent),
+    figures: images.filter((i) => i.complete && i.naturalWidth > 0).length,
+    broken: images.filter((i) => i.complete && i.naturalWidth === 0).length,
+    widgets: all('.jp-OutputArea-output .jupyter-widgets').length,
+    messages: all('.jp-OutputArea-output').map(own).filter((t) => t),
+    dialog: dialog ? dialog.innerText : null,
+    idle: status === 'idle',
+  };
+}"""
+# Run All has finished: no [*] prompt left, some [n] prompt, the kernel idle (or a
+# dialog, such as "kernel died", that will not go away by waiting).
+RUN_DONE_JS = f"""() => {{
+  const s = ({PAGE_STATE_JS})();
+  if (s.dialog !== null) return true;
+  return s.idle && !s.prompts.some((p) => p.includes('*'))
+    && s.prompts.some((p) => /\\d/.test(p));
+}}"""
+# Figures and widgets have rendered: at least n images, no widget still loading.
+SETTLED_JS = f"""(n) => {{
+  const s = ({PAGE_STATE_JS})();
+  return s.figures >= n && !s.messages.some((t) => t.startsWith('Loading widget'));
+}}"""
+# The outputs of a control's widgets (the Output widgets of its cell, else of the page):
+# their items' HTML, their images and items.
+WIDGET_OUTPUT_JS = """(control) => {
+  let outs = control.closest('.jp-Cell').querySelectorAll('.widget-output');
+  if (!outs.length) {
+    outs = document.querySelectorAll('.jp-NotebookPanel .widget-output');
+  }
+  const all = (sel) => [...outs].flatMap((o) => [...o.querySelectorAll(sel)]);
+  const items = all('.jp-OutputArea-output');  // not the area: its style changes
+  return {
+    html: items.map((e) => e.outerHTML).join('\\n'),
+    images: all('img').length,
+    items: items.length,
+  };
+}"""
+# The output has changed and is whole again: a redraw clears the old output and then
+# adds its items one by one, so it is done when it has as many as before. (The kernel's
+# idle status is no signal: ipykernel reports idle for other messages meanwhile.)
+WIDGET_REDRAWN_JS = f"""([control, before]) => {{
+  const now = ({WIDGET_OUTPUT_JS})(control);
+  return now.html !== before.html && now.images >= before.images
+    && now.items >= before.items;
+}}"""
+
+
+def select_notebooks(spec: str) -> list[Path]:
+    """The notebooks ``LWT_BROWSER`` names: ``all``, ``none`` or name prefixes."""
+    notebooks = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+    if spec.strip().lower() in ("", "all"):
+        return notebooks
+    if spec.strip().lower() == "none":
+        return []
+    prefixes = [p.strip() for p in spec.split(",") if p.strip()]
+    unknown = [p for p in prefixes if not any(n.name.startswith(p) for n in notebooks)]
+    if unknown:
+        raise pytest.UsageError(
+            f"LWT_BROWSER={spec}: no notebook in {NOTEBOOK_DIR} starts with "
+            + ", ".join(unknown)
+        )
+    return [n for n in notebooks if any(n.name.startswith(p) for p in prefixes)]
+
+
+def notebook_params() -> list[Any]:
+    """One pytest parameter per selected notebook, or one skipped one saying why."""
+    spec = os.environ.get("LWT_BROWSER", "all")
+    selected = select_notebooks(spec)
+    if not selected:
+        reason = f"LWT_BROWSER={spec} selects no notebook in {NOTEBOOK_DIR}"
+        return [pytest.param(None, id="none", marks=pytest.mark.skip(reason=reason))]
+    return [pytest.param(path, id=path.stem) for path in selected]
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a committed notebook holds: its code cells, figures and widget outputs."""
+
+    sources: list[str]
+    figures: int
+    uses_widgets: bool
+
+    @classmethod
+    def read(cls, path: Path) -> Committed:
+        """Read it from the .ipynb JSON."""
+        cells = json.loads(path.read_text())["cells"]
+        code = [c for c in cells if c["cell_type"] == "code"]
+        outputs = [o.get("data", {}) for c in code for o in c.get("outputs", [])]
+        sources = ["".join(c["source"]) for c in code]
+        widget_view = "application/vnd.jupyter.widget-view+json"
+        return cls(
+            sources=sources,
+            figures=sum("image/png" in data for data in outputs),
+            uses_widgets=any(widget_view in data for data in outputs)
+            or any("ipywidgets" in source for source in sources),
+        )
+
+
+def clear_outputs(path: Path) -> None:
+    """Remove a notebook's outputs and prompt numbers, in place."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Lab:
+    """A JupyterLab server of this test: its address, token, process and REST API."""
+
+    url: str
+    token: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def api(self, path: str, method: str = "GET") -> Any:
+        """Call the server's REST API (never through a proxy) and decode its JSON."""
+        request = urllib.request.Request(
+            f"{self.url}/api/{path}",
+            method=method,
+            headers={"Authorization": f"token {self.token}"},
+        )
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines the server wrote, for error messages."""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self) -> None:
+        """Wait until the server answers; fail if it exits or takes too long."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"JupyterLab exited with {self.process.returncode}:\n"
+                    + self.log_tail()
+                )
+            try:
+                self.api("status")
+                return
+            except (OSError, urllib.error.URLError):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"JupyterLab did not answer in {START_TIMEOUT_S} s:\n"
+                        + self.log_tail()
+                    ) from None
+                time.sleep(0.2)
+
+    def session(self, notebook: str) -> dict[str, Any] | None:
+        """The notebook's session (with its kernel), if the page started one."""
+        sessions = self.api("sessions")
+        return next((s for s in sessions if s["path"] == notebook), None)
+
+    def wait_idle(self, notebook: str, timeout_s: float) -> None:
+        """Wait until the notebook's kernel exists and is idle."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            session = self.session(notebook)
+            if session and session["kernel"]["execution_state"] == "idle":
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{notebook}'s kernel not idle in {timeout_s:.0f} s")
+            time.sleep(0.25)
+
+    def close_session(self, notebook: str) -> None:
+        """Shut the notebook's kernel down (it is done with), freeing its memory."""
+        session = self.session(notebook)
+        if session:
+            self.api(f"sessions/{session['id']}", "DELETE")
+
+    def stop(self) -> None:
+        """Shut every kernel down, then the server (its whole process group)."""
+        try:
+            for kernel in self.api("kernels"):
+                self.api(f"kernels/{kernel['id']}", "DELETE")
+        except (OSError, urllib.error.URLError, json.JSONDecodeError):
+            pass  # the server is gone already; its kernels exit with their parent
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+class Timings:
+    """A pytest plugin: each notebook's wall time, printed at the end of the run."""
+
+    name = "lwt-browser-timings"
+
+    def __init__(self) -> None:
+        self.server_start_s: float | None = None
+        self.rows: dict[str, dict[str, float]] = {}
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Print the per-notebook table (pytest calls this at the end)."""
+        if not self.rows:
+            return
+        terminalreporter.section("browser time (per notebook)")
+        if self.server_start_s is not None:
+            terminalreporter.write_line(
+                f"JupyterLab server start: {self.server_start_s:.1f} s"
+            )
+        for name, phases in self.rows.items():
+            detail = ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+            terminalreporter.write_line(
+                f"{name}: {sum(phases.values()):.0f} s ({detail})"
+            )
+
+
+@pytest.fixture(scope="module")
+def timings(request: pytest.FixtureRequest) -> Timings:
+    """The run's Timings plugin, registered once."""
+    manager = request.config.pluginmanager
+    plugin = manager.get_plugin(Timings.name)
+    if plugin is None:
+        plugin = Timings()
+        manager.register(plugin, Timings.name)
+    return plugin
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (the system's, never a download) under Playwright."""
+    try:
+        from playwright.sync_api import Error, sync_playwright
+    except ImportError:
+        pytest.fail(
+            "tests/test_browser.py needs Playwright for Python: "
+            f"{sys.executable} -m pip install -r requirements.txt (make test does it)",
+            pytrace=False,
+        )
+    executable = shutil.which(CHROMIUM)
+    if executable is None:
+        pytest.fail(
+            f"tests/test_browser.py needs Chromium, not found at {CHROMIUM}: "
+            "install Debian's package (`make browser`, or as root "
+            "`apt-get install chromium`) or set LWT_CHROMIUM to a Chromium binary "
+            "(LWT_BROWSER=none skips this test)",
+            pytrace=False,
+        )
+    playwright = sync_playwright().start()
+    try:
+        try:
+            chromium = playwright.chromium.launch(executable_path=executable)
+        except Error as exc:
+            pytest.fail(f"Chromium ({executable}) did not start: {exc}", pytrace=False)
+        yield chromium
+        chromium.close()
+    finally:
+        playwright.stop()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[Lab]:
+    """JupyterLab from this environment, on 127.0.0.1, on a copy of the notebooks."""
+    home = tmp_path_factory.mktemp("browser")
+    root = home / "notebooks"
+    ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__")
+    shutil.copytree(NOTEBOOK_DIR, root, ignore=ignore)
+    for path in root.glob("*.ipynb"):
+        clear_outputs(path)
+    # Settings of its own: no news toast over the page, none of the user's settings,
+    # and every cell in the page (by default JupyterLab 4 renders only the cells near
+    # the view, so a long notebook's later cells, figures and widgets are not there).
+    settings = home / "settings" / "@jupyterlab"
+    for extension, name, value in (
+        ("apputils-extension", "notification", '{"fetchNews": "false", '
+         '"checkForUpdates": false}'),
+        ("notebook-extension", "tracker", '{"windowingMode": "none"}'),
+    ):  # fmt: skip
+        (settings / extension).mkdir(parents=True)
+        (settings / extension / f"{name}.jupyterlab-settings").write_text(value)
+    env = dict(
+        os.environ,
+        LWT_QUICK="1",
+        JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+    )
+    port, token = free_port(), secrets.token_urlsafe(24)
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # Jupyter refuses root otherwise
+    log = home / "jupyterlab.log"
+    started = time.monotonic()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, stopped as one
+        )
+    server = Lab(f"http://127.0.0.1:{port}", token, process, log)
+    try:
+        server.wait_ready()
+        timings.server_start_s = time.monotonic() - started
+        yield server
+    finally:
+        server.stop()
+
+
+def open_notebook(page: Page, lab: Lab, notebook: str) -> None:
+    """Open the notebook alone in a fresh workspace and wait for its idle kernel."""
+    workspace = re.sub(r"\W", "-", Path(notebook).stem)
+    path = urllib.parse.quote(notebook)
+    page.goto(
+        f"{lab.url}/lab/workspaces/{workspace}/tree/{path}?reset&token={lab.token}"
+    )
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        # A learner clicks "Select" if JupyterLab asks which kernel to start.
+        dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+        if dialog.count():
+            dialog.locator(".jp-mod-accept").click()
+        session = lab.session(notebook)
+        if session and session["kernel"]["execution_state"] == "idle":
+            if page.evaluate(f"({PAGE_STATE_JS})().idle"):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no idle kernel for {notebook} in {START_TIMEOUT_S} s")
+        page.wait_for_timeout(250)
+
+
+def run_all(page: Page, lab: Lab, notebook: str, committed: Committed) -> None:
+    """Run > Run All Cells, then wait until every cell ran and outputs rendered."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+    try:
+        page.wait_for_function(RUN_DONE_JS, timeout=RUN_TIMEOUT_S * 1000, polling=500)
+    except PlaywrightTimeout:
+        raise TimeoutError(
+            f"Run All not done in {RUN_TIMEOUT_S:.0f} s (LWT_BROWSER_TIMEOUT)"
+        ) from None
+    lab.wait_idle(notebook, START_TIMEOUT_S)
+    settle(page, committed.figures)
+
+
+def settle(page: Page, figures: int) -> None:
+    """Wait (a bounded while) for the figures and widgets to render; the checks
+    after it say what is still missing."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(
+            SETTLED_JS, arg=figures, timeout=SETTLE_TIMEOUT_S * 1000, polling=250
+        )
+    except PlaywrightTimeout:
+        pass
+
+
+def page_problems(page: Page, committed: Committed) -> list[str]:
+    """What is wrong on the page: exceptions, cells not run, figures and widgets
+    missing; an empty list when nothing is."""
+    state = page.evaluate(PAGE_STATE_JS)
+    problems = []
+    if state["dialog"] is not None:
+        problems.append(f"a dialog is open: {' '.join(state['dialog'].split())}")
+    for text in state["stderr"]:
+        if ERROR_TEXT.search(text):
+            last = [line for line in text.splitlines() if line.strip()][-1]
+            problems.append(f"exception in an output: {last.strip()}")
+    if state["codeCells"] != len(committed.sources):
+        problems.append(
+            f"{state['codeCells']} code cells on the page, "
+            f"{len(committed.sources)} in the notebook"
+        )
+    if state["figures"] < committed.figures:
+        problems.append(
+            f"{state['figures']} figures rendered, the committed notebook has "
+            f"{committed.figures}"
+        )
+    if state["broken"]:
+        problems.append(f"{state['broken']} figures did not load")
+    failed = [m for m in state["messages"] if m.startswith(WIDGET_FAILED)]
+    loading = [m for m in state["messages"] if m.startswith(WIDGET_LOADING)]
+    if failed:
+        problems.append(f"{len(failed)} widgets failed: {failed[0]}")
+    if loading:
+        problems.append(f"{len(loading)} widgets still say {WIDGET_LOADING!r}")
+    if committed.uses_widgets and not state["widgets"]:
+        problems.append("the notebook uses ipywidgets but no widget rendered")
+    return problems
+
+
+def saved_problems(page: Page, lab: Lab, notebook: str) -> list[str]:
+    """Save the notebook from the page (Ctrl+S) and read it back through the REST API:
+    non-empty code cells without an execution count, and error outputs. (The page shows
+    neither prompt nor outputs for a collapsed solution cell, so it cannot say.)"""
+    page.locator(".jp-NotebookPanel .jp-Notebook").first.click()
+    page.keyboard.press("Control+s")
+    path = urllib.parse.quote(notebook)
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        try:
+            cells = lab.api(f"contents/{path}?content=1")["content"]["cells"]
+        except urllib.error.HTTPError:  # 400 "Unreadable Notebook": read mid-save
+            if time.monotonic() > deadline:
+                raise
+            page.wait_for_timeout(500)
+            continue
+        code = [c for c in cells if c["cell_type"] == "code" and "".join(c["source"])]
+        unrun = [i + 1 for i, c in enumerate(code) if c["execution_count"] is None]
+        if not unrun or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(500)
+    problems = []
+    if unrun:
+        problems.append(f"code cells not run: {', '.join(map(str, unrun[:10]))}")
+    for i, cell in enumerate(code):
+        for out in cell.get("outputs", []):
+            if out["output_type"] == "error":
+                problems.append(f"code cell {i + 1}: {out['ename']}: {out['evalue']}")
+    return problems
+
+
+def first_control(page: Page) -> tuple[Locator, Callable[[], None]] | None:
+    """The first slider handle, else the first checkbox, with how to move it."""
+    slider = page.locator(".jp-NotebookPanel .widget-slider .noUi-handle").first
+    if slider.count():
+        at_max = slider.get_attribute("aria-valuenow") == slider.get_attribute(
+            "aria-valuemax"
+        )
+        return slider, lambda: slider.press("ArrowLeft" if at_max else "ArrowRight")
+    checkbox = page.locator(".jp-NotebookPanel .widget-checkbox input").first
+    if checkbox.count():
+        return checkbox, checkbox.click
+    return None
+
+
+def move_widget(page: Page, lab: Lab, notebook: str, committed: Committed) -> str:
+    """Move the notebook's first slider one step (or toggle its first checkbox) and
+    wait until its widget's output changes; '' if it did, else what went wrong."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    found = first_control(page)
+    if found is None:
+        return "no slider or checkbox in the notebook's widgets"
+    control, move = found
+    handle = control.element_handle()
+    before = handle.evaluate(WIDGET_OUTPUT_JS)
+    move()
+    try:
+        page.wait_for_function(
+            WIDGET_REDRAWN_JS, arg=[handle, before], timeout=WIDGET_TIMEOUT_S * 1000
+        )
+    except PlaywrightTimeout:
+        # Changed but smaller than before (a shorter printout) still counts.
+        if handle.evaluate(WIDGET_OUTPUT_JS)["html"] == before["html"]:
+            return f"moving its widget changed no output in {WIDGET_TIMEOUT_S} s"
+    lab.wait_idle(notebook, WIDGET_TIMEOUT_S)
+    settle(page, committed.figures)
+    return ""
+
+
+def screenshot(page: Page, path: Path) -> None:
+    """The notebook in one picture: JupyterLab scrolls inside a fixed-size window,
+    so the window is made as tall as the notebook (within Chromium's limit)."""
+    height = page.evaluate(
+        "() => Math.max(0, ...[...document.querySelectorAll('.jp-WindowedPanel-outer')]"
+        ".map((e) => e.scrollHeight))"
+    )
+    page.set_viewport_size(
+        {"width": VIEWPORT["width"], "height": min(max(height + 200, 1000), 16000)}
+    )
+    page.wait_for_timeout(1000)
+    page.screenshot(path=path, full_page=True)
+
+
+@pytest.mark.parametrize("notebook", notebook_params())
+def test_notebook_in_browser(
+    notebook: Path, browser: Browser, lab: Lab, timings: Timings, tmp_path: Path
+) -> None:
+    """Run All in JupyterLab shows no exception, every figure and working widgets."""
+    committed = Committed.read(notebook)
+    phases: dict[str, float] = {}
+    clock = time.monotonic()
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(30_000)
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        phases[phase], clock = time.monotonic() - clock, time.monotonic()
+
+    problems: list[str] = []
+    try:
+        open_notebook(page, lab, notebook.name)
+        lap("open")
+        run_all(page, lab, notebook.name, committed)
+        lap("run all")
+        problems = page_problems(page, committed)
+        problems += saved_problems(page, lab, notebook.name)
+        if committed.uses_widgets and not problems:
+            moved = move_widget(page, lab, notebook.name, committed)
+            problems = ([moved] if moved else []) + page_problems(page, committed)
+            lap("widget")
+    except Exception as exc:  # a timeout or a missing element: still a screenshot
+        problems.append(f"{type(exc).__name__}: {exc}")
+    timings.rows[notebook.name] = phases
+    try:
+        if problems:
+            shot = tmp_path / f"{notebook.stem}.png"
+            screenshot(page, shot)
+            problems.append(f"screenshot: {shot}")
+            problems += [f"browser console: {m}" for m in console[:5]]
+    finally:
+        page.close()
+        try:
+            lab.close_session(notebook.name)
+        except (OSError, urllib.error.URLError):
+            pass
+    total = sum(phases.values())
+    assert not problems, f"{notebook.name} in JupyterLab ({total:.0f} s):\n  " + (
+        "\n  ".join(problems)
+    )
