@@ -11,8 +11,10 @@ notebook's widget changing the widget's output.
 Environment: ``LWT_BROWSER`` picks the notebooks (``all``, the default; ``none``; or
 name prefixes such as ``00,07``), ``LWT_BROWSER_DIR`` the folder (default
 ``notebooks/``), ``LWT_BROWSER_TIMEOUT`` the seconds allowed to run one notebook
-(default 300) and ``LWT_CHROMIUM`` the browser (default ``/usr/bin/chromium``). The
-kernels see ``LWT_QUICK=1`` and the caller's ``LWT_DATA_DIR``.
+(default 300), ``LWT_CHROMIUM`` the browser (default ``/usr/bin/chromium``) and
+``LWT_BROWSER_COPY`` which copy a learner opens: ``course`` (the default, the notebooks
+as committed) or ``student`` (``make student``'s copies, solutions removed: a workshop's
+learners see these). The kernels see ``LWT_QUICK=1`` and the caller's ``LWT_DATA_DIR``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ NOTEBOOK_DIR = Path(
     os.environ.get("LWT_BROWSER_DIR", Path(__file__).parents[1] / "notebooks")
 )
 CHROMIUM = os.environ.get("LWT_CHROMIUM", "/usr/bin/chromium")
+COPY = os.environ.get("LWT_BROWSER_COPY", "course")
 RUN_TIMEOUT_S = float(os.environ.get("LWT_BROWSER_TIMEOUT", "300"))
 START_TIMEOUT_S = 120  # the server to answer, then a notebook's kernel to be idle
 SETTLE_TIMEOUT_S = 60  # figures and widgets to render after the last cell ran
@@ -199,6 +202,7 @@ class Lab:
     token: str
     process: subprocess.Popen[bytes]
     log: Path
+    committed: dict[str, Committed]  # each notebook as copied, before its outputs went
 
     def api(self, path: str, method: str = "GET") -> Any:
         """Call the server's REST API (never through a proxy) and decode its JSON."""
@@ -348,7 +352,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[
     home = tmp_path_factory.mktemp("browser")
     root = home / "notebooks"
     ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__")
-    shutil.copytree(NOTEBOOK_DIR, root, ignore=ignore)
+    if COPY == "student":
+        from lwt.student import make_student
+
+        make_student(root, NOTEBOOK_DIR)
+    elif COPY == "course":
+        shutil.copytree(NOTEBOOK_DIR, root, ignore=ignore)
+    else:
+        raise pytest.UsageError(f"LWT_BROWSER_COPY={COPY}: use course or student")
+    committed = {path.name: Committed.read(path) for path in root.glob("*.ipynb")}
     for path in root.glob("*.ipynb"):
         clear_outputs(path)
     # Settings of its own: no news toast over the page, none of the user's settings,
@@ -392,7 +404,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, stopped as one
         )
-    server = Lab(f"http://127.0.0.1:{port}", token, process, log)
+    server = Lab(f"http://127.0.0.1:{port}", token, process, log, committed)
     try:
         server.wait_ready()
         timings.server_start_s = time.monotonic() - started
@@ -576,7 +588,7 @@ def test_notebook_in_browser(
     notebook: Path, browser: Browser, lab: Lab, timings: Timings, tmp_path: Path
 ) -> None:
     """Run All in JupyterLab shows no exception, every figure and working widgets."""
-    committed = Committed.read(notebook)
+    committed = lab.committed[notebook.name]
     phases: dict[str, float] = {}
     clock = time.monotonic()
     page = browser.new_page(viewport=VIEWPORT)
