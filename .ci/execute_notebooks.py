@@ -87,7 +87,7 @@ def main(paths: list[str]) -> None:
         start = time.perf_counter()
         client = NotebookClient(
             nb,
-            timeout=900,  # per cell; the slowest full-mode cell takes under 3 min
+            timeout=900,  # per cell: a hung cell fails after 15 min
             kernel_name="python3",
             resources={"metadata": {"path": str(path.parent)}},
         )

@@ -186,8 +186,8 @@ SHIPPED: dict[str, object] = {
         epochs=6,
         lr=1e-3,
     ),
-    # combining (notebook 07): two of stage 1's three blocks dropped (at 32x32 an
-    # int8 conv costs per pixel, whatever its width) -> Li et al. filter pruning of
+    # combining (notebook 07): two of stage 1's three blocks dropped (its 32x32 convs
+    # do the fewest MACs per ns in ONNX Runtime int8) -> Li et al. filter pruning of
     # stages 2-3's inner channels (16/24 of 32/64 kept) -> distilled fine-tuning from
     # the dense ResNet-20 -> distilled int8 QAT -> ONNX Runtime int8 file (manifest:
     # deployed)
