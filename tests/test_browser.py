@@ -6,7 +6,10 @@ committed notebooks are never autosaved over). Headless Chromium (Debian's
 ``chromium``, driven by Playwright) opens each notebook in a tab of its own, runs all
 cells from the Run menu, and checks the page: no exception, as many figures as the
 committed notebook has, every widget rendered, and one slider (or checkbox) of the
-notebook's widget changing the widget's output.
+notebook's widget changing the widget's output. It also saves the notebook from the
+page and checks the file: every cell run, no error output, and the outputs of the cells
+marked ``# NBVAL_CHECK_OUTPUT`` as committed, compared by nbval's own code, so this run
+checks what nbval would.
 
 Environment: ``LWT_BROWSER`` picks the notebooks (``all``, the default; ``none``; or
 name prefixes such as ``00,07``), ``LWT_BROWSER_DIR`` the folder (default
@@ -35,9 +38,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import nbformat
 import pytest
+from nbval.plugin import coalesce_streams
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
@@ -54,6 +60,14 @@ START_TIMEOUT_S = 120  # the server to answer, then a notebook's kernel to be id
 SETTLE_TIMEOUT_S = 60  # figures and widgets to render after the last cell ran
 WIDGET_TIMEOUT_S = 120  # a moved slider's output to change
 VIEWPORT = {"width": 1280, "height": 1000}
+NB_SHELL = {"metadata": {}, "nbformat": 4, "nbformat_minor": 4}
+# What nbval leaves out of a comparison (nbval.plugin.IPyNbFile's skip_compare, without
+# --nbdime): images and widget model ids differ from run to run.
+NBVAL_SKIP_COMPARE = (
+    "metadata", "traceback", "prompt_number", "output_type", "name",
+    "execution_count", "application/vnd.jupyter.widget-view+json", "image/png",
+    "image/jpeg",
+)  # fmt: skip
 
 # An exception and a warning both render as application/vnd.jupyter.stderr; the text
 # tells them apart: IPython's traceback header, the "Cell In[n], line k" that starts a
@@ -156,11 +170,13 @@ def notebook_params() -> list[Any]:
 
 @dataclass(frozen=True)
 class Committed:
-    """What a committed notebook holds: its code cells, figures and widget outputs."""
+    """What a committed notebook holds: its code cells, figures and widget outputs, and
+    the outputs of the cells nbval checks (``# NBVAL_CHECK_OUTPUT``), by code cell."""
 
     sources: list[str]
     figures: int
     uses_widgets: bool
+    checked: dict[int, list[Any]]
 
     @classmethod
     def read(cls, path: Path) -> Committed:
@@ -175,7 +191,42 @@ class Committed:
             figures=sum("image/png" in data for data in outputs),
             uses_widgets=any(widget_view in data for data in outputs)
             or any("ipywidgets" in source for source in sources),
+            checked=checked_outputs(cells),
         )
+
+
+def checked_outputs(cells: list[dict[str, Any]]) -> dict[int, list[Any]]:
+    """``{code cell index: outputs}`` of the cells whose output nbval compares under
+    ``--nbval-lax``: marked ``# NBVAL_CHECK_OUTPUT`` (or tagged), and run."""
+    from nbval.plugin import find_comment_markers, find_metadata_tags
+
+    def checks(cell: Any) -> bool:  # as nbval reads a cell's options: comments win
+        options = dict(find_metadata_tags(cell.metadata))
+        options.update(find_comment_markers(cell.source))
+        return bool(options.get("check")) and cell.execution_count is not None
+
+    nb = nbformat.reads(json.dumps({**NB_SHELL, "cells": cells}), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    return {i: coalesce_streams(c.outputs) for i, c in enumerate(code) if checks(c)}
+
+
+def output_mismatch(saved: list[Any], committed: list[Any]) -> str:
+    """nbval's own comparison of a cell's outputs (text and HTML, not images); '' when
+    they agree, else nbval's account of the first difference."""
+    from nbval.plugin import IPyNbCell, nocolors
+
+    differences: list[str] = []
+    stand_in = SimpleNamespace(  # the parts of an nbval test item compare_outputs uses
+        parent=SimpleNamespace(skip_compare=NBVAL_SKIP_COMPARE, sanitize_patterns={}),
+        colors=nocolors,
+        format_output_compare=lambda key, ref, test: differences.append(
+            f"{key}: committed {ref!r}, now {test!r}"
+        ),
+    )
+    stand_in.sanitize = lambda text: IPyNbCell.sanitize(stand_in, text)
+    if IPyNbCell.compare_outputs(stand_in, coalesce_streams(saved), committed):
+        return ""
+    return "; ".join(differences or stand_in.comparison_traceback)
 
 
 def clear_outputs(path: Path) -> None:
@@ -278,40 +329,10 @@ class Lab:
                 self.process.wait()
 
 
-class Timings:
-    """A pytest plugin: each notebook's wall time, printed at the end of the run."""
-
-    name = "lwt-browser-timings"
-
-    def __init__(self) -> None:
-        self.server_start_s: float | None = None
-        self.rows: dict[str, dict[str, float]] = {}
-
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        """Print the per-notebook table (pytest calls this at the end)."""
-        if not self.rows:
-            return
-        terminalreporter.section("browser time (per notebook)")
-        if self.server_start_s is not None:
-            terminalreporter.write_line(
-                f"JupyterLab server start: {self.server_start_s:.1f} s"
-            )
-        for name, phases in self.rows.items():
-            detail = ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
-            terminalreporter.write_line(
-                f"{name}: {sum(phases.values()):.0f} s ({detail})"
-            )
-
-
 @pytest.fixture(scope="module")
-def timings(request: pytest.FixtureRequest) -> Timings:
-    """The run's Timings plugin, registered once."""
-    manager = request.config.pluginmanager
-    plugin = manager.get_plugin(Timings.name)
-    if plugin is None:
-        plugin = Timings()
-        manager.register(plugin, Timings.name)
-    return plugin
+def times(summary: Callable[[str], list[str]]) -> list[str]:
+    """The lines of the end-of-run table of each notebook's time in the browser."""
+    return summary("browser time (per notebook)")
 
 
 @pytest.fixture(scope="module")
@@ -347,7 +368,7 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory, times: list[str]) -> Iterator[Lab]:
     """JupyterLab from this environment, on 127.0.0.1, on a copy of the notebooks."""
     home = tmp_path_factory.mktemp("browser")
     root = home / "notebooks"
@@ -407,7 +428,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[
     server = Lab(f"http://127.0.0.1:{port}", token, process, log, committed)
     try:
         server.wait_ready()
-        timings.server_start_s = time.monotonic() - started
+        times.append(f"JupyterLab server start: {time.monotonic() - started:.1f} s")
         yield server
     finally:
         server.stop()
@@ -501,21 +522,23 @@ def page_problems(page: Page, committed: Committed) -> list[str]:
 
 def saved_problems(page: Page, lab: Lab, notebook: str) -> list[str]:
     """Save the notebook from the page (Ctrl+S) and read it back through the REST API:
-    non-empty code cells without an execution count, and error outputs. (The page shows
-    neither prompt nor outputs for a collapsed solution cell, so it cannot say.)"""
+    non-empty code cells without an execution count, error outputs (the page shows
+    neither prompt nor outputs for a collapsed solution cell, so it cannot say), and
+    the cells nbval checks whose outputs differ from the committed ones."""
     page.locator(".jp-NotebookPanel .jp-Notebook").first.click()
     page.keyboard.press("Control+s")
     path = urllib.parse.quote(notebook)
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         try:
-            cells = lab.api(f"contents/{path}?content=1")["content"]["cells"]
+            content = lab.api(f"contents/{path}?content=1")["content"]
         except urllib.error.HTTPError:  # 400 "Unreadable Notebook": read mid-save
             if time.monotonic() > deadline:
                 raise
             page.wait_for_timeout(500)
             continue
-        code = [c for c in cells if c["cell_type"] == "code" and "".join(c["source"])]
+        every = [c for c in content["cells"] if c["cell_type"] == "code"]
+        code = [c for c in every if "".join(c["source"])]
         unrun = [i + 1 for i, c in enumerate(code) if c["execution_count"] is None]
         if not unrun or time.monotonic() > deadline:
             break
@@ -527,6 +550,11 @@ def saved_problems(page: Page, lab: Lab, notebook: str) -> list[str]:
         for out in cell.get("outputs", []):
             if out["output_type"] == "error":
                 problems.append(f"code cell {i + 1}: {out['ename']}: {out['evalue']}")
+    saved = nbformat.reads(json.dumps({**NB_SHELL, "cells": every}), as_version=4)
+    for i, committed in lab.committed[notebook].checked.items():
+        differ = output_mismatch(saved.cells[i].outputs, committed)
+        if differ:
+            problems.append(f"code cell {i + 1} (NBVAL_CHECK_OUTPUT) differs: {differ}")
     return problems
 
 
@@ -585,7 +613,7 @@ def screenshot(page: Page, path: Path) -> None:
 
 @pytest.mark.parametrize("notebook", notebook_params())
 def test_notebook_in_browser(
-    notebook: Path, browser: Browser, lab: Lab, timings: Timings, tmp_path: Path
+    notebook: Path, browser: Browser, lab: Lab, times: list[str], tmp_path: Path
 ) -> None:
     """Run All in JupyterLab shows no exception, every figure and working widgets."""
     committed = lab.committed[notebook.name]
@@ -614,7 +642,8 @@ def test_notebook_in_browser(
             lap("widget")
     except Exception as exc:  # a timeout or a missing element: still a screenshot
         problems.append(f"{type(exc).__name__}: {exc}")
-    timings.rows[notebook.name] = phases
+    detail = ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+    times.append(f"{notebook.name}: {sum(phases.values()):.0f} s ({detail})")
     try:
         if problems:
             shot = tmp_path / f"{notebook.stem}.png"
@@ -631,3 +660,32 @@ def test_notebook_in_browser(
     assert not problems, f"{notebook.name} in JupyterLab ({total:.0f} s):\n  " + (
         "\n  ".join(problems)
     )
+
+
+def test_checked_cells_are_found_and_compared_as_nbval_does() -> None:
+    """The saved-file check (no browser needed): it compares only the cells nbval
+    checks, and flags a changed number there but not split or merged streams."""
+
+    def cell(source: str, text: str | list[str], tags: tuple[str, ...] = ()) -> dict:
+        out = {"output_type": "stream", "name": "stdout", "text": text}
+        meta = {"tags": list(tags)} if tags else {}
+        return {"cell_type": "code", "execution_count": 1, "metadata": meta,
+                "source": source, "outputs": [out]}  # fmt: skip
+
+    cells = [
+        cell("# NBVAL_CHECK_OUTPUT\nprint(1)", ["acc 1\n", "size 2\n"]),
+        {"cell_type": "markdown", "metadata": {}, "source": "text"},
+        cell("print(2)", "unmarked\n"),
+        cell("# NBVAL_IGNORE_OUTPUT\nprint(3)", "ignored\n"),
+        cell("print(4)", "tagged 4\n", tags=("nbval-check-output",)),
+    ]
+    checked = checked_outputs(cells)
+    assert list(checked) == [0, 3]  # code cells 0 and 3
+    as_saved = [nbformat.from_dict(o) for o in (
+        {"output_type": "stream", "name": "stdout", "text": "acc 1\n"},
+        {"output_type": "stream", "name": "stdout", "text": "size 2\n"},
+    )]  # fmt: skip
+    assert output_mismatch(as_saved, checked[0]) == ""
+    as_saved[1]["text"] = "size 3\n"
+    assert "size 3" in output_mismatch(as_saved, checked[0])
+    assert output_mismatch([], checked[3]) != ""

@@ -2,6 +2,9 @@
 
 import ast
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -125,3 +128,26 @@ def test_cli_writes_the_folder(tmp_path):
         student.make_student(tmp_path, notebooks=tmp_path)
     with pytest.raises(FileNotFoundError, match="no course notebooks"):
         student.make_student(tmp_path / "out", notebooks=tmp_path / "empty")
+
+
+@pytest.mark.notebooks
+def test_student_copies_pass_nbval(copies, summary):
+    """Every student copy runs top to bottom under nbval in quick mode, as the course
+    notebooks do: no exception, and each ``# NBVAL_CHECK_OUTPUT`` cell prints what it
+    printed when committed. (A pytest of its own, on the copies in a tmp folder.)"""
+    out, _ = copies
+    shutil.copy(student.NOTEBOOKS / "conftest.py", out)  # its time per notebook
+    (out / "pytest.ini").write_text(
+        "[pytest]\nfilterwarnings = ignore::DeprecationWarning:jupyter_client.*\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", str(out), "--nbval-lax", "--nbval-current-env",
+         "-q", "-p", "no:cacheprovider", "--rootdir", str(out)],
+        cwd=out, env=dict(os.environ, LWT_QUICK="1"), capture_output=True, text=True,
+        timeout=1800,
+    )  # fmt: skip
+    times = re.findall(r"^(\S+\.ipynb: \d+ s.*)$", run.stdout, re.M)  # its conftest's
+    summary("student copies under nbval (quick mode)").extend(times)
+    tail = "\n".join(run.stdout.splitlines()[-60:])
+    assert run.returncode == 0, f"nbval on the student copies failed:\n{tail}"
+    assert len(times) == len(NOTEBOOKS), f"not every copy ran under nbval:\n{tail}"
