@@ -24,13 +24,19 @@ lab: $(STAMP)  ## start JupyterLab on the course notebooks
 # test_browser.py: no exception, the # NBVAL_CHECK_OUTPUT cells' outputs as committed,
 # as nbval compares them, every figure and widget, a slider that redraws); and the
 # student copies (solutions removed) under nbval (tests/test_student.py). All in quick
-# mode. LWT_BROWSER=00,07 make test picks notebooks for the browser (none: none),
+# mode, on both cores at once (pytest-xdist; tests/conftest.py orders the files): one
+# worker runs the browser pass, the other the nbval pass and most unit tests, with one
+# torch thread each (OMP_NUM_THREADS=1): two notebooks share the 2 cores, not fight.
+# LWT_BROWSER=00,07 make test picks notebooks for the browser (none: none),
 # LWT_BROWSER_COPY=student opens the student copies there instead.
 LWT_BROWSER ?= all
 LWT_BROWSER_COPY ?= course
+TEST_WORKERS ?= 2
 test: $(STAMP) browser  ## unit tests, notebooks in a browser and under nbval, quick mode
-	LWT_QUICK=1 LWT_BROWSER=$(LWT_BROWSER) LWT_BROWSER_COPY=$(LWT_BROWSER_COPY) \
-		$(PY) -m pytest tests --durations=10 -q
+	LWT_QUICK=1 OMP_NUM_THREADS=1 LWT_BROWSER=$(LWT_BROWSER) \
+		LWT_BROWSER_COPY=$(LWT_BROWSER_COPY) \
+		$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+		--durations=10 -q
 
 # tests/test_browser.py drives Debian's Chromium (never a browser download): installed
 # here when missing and this is a root shell with apt-get; else the test says what to do.

@@ -1,5 +1,7 @@
-"""Shared by the tests: sections of lines printed at the end of the run (the browser
-test's time per notebook, the student copies' time under nbval)."""
+"""Shared by the tests: the two long files first, and lines printed at the end of the
+run under a title (the browser test's time per notebook, the student copies' time
+under nbval); the lines travel in each test's report, so they reach the end-of-run
+summary from pytest-xdist's workers too."""
 
 from __future__ import annotations
 
@@ -8,19 +10,45 @@ from typing import Any
 
 import pytest
 
+_KEY = "lwt-summary"
+# The two long files, which make test's two workers start on (-n 2 --dist loadfile
+# --no-loadscope-reorder hands out files in this order: one each, then the rest).
+LONG_FIRST = ("test_browser.py", "test_student.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser test, then the student copies' test file, then the rest."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_FIRST.index(name) if name in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+
+
 _SECTIONS: dict[str, list[str]] = {}
 
 
+@pytest.fixture
+def summary(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
+    """``summary(title, line)``: print ``line`` under ``title`` at the end."""
+    return lambda title, line: request.node.user_properties.append(
+        (_KEY, (title, line))
+    )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Collect the lines (every phase's report repeats them: read the call's)."""
+    if report.when == "call":
+        for key, value in report.user_properties:
+            if key == _KEY:
+                title, line = value
+                _SECTIONS.setdefault(title, []).append(line)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print each section that has lines (pytest calls this at the end of the run)."""
+    """Print each section (pytest calls this at the end of the run)."""
     for title, lines in _SECTIONS.items():
-        if lines:
-            terminalreporter.section(title)
-            for line in lines:
-                terminalreporter.write_line(line)
-
-
-@pytest.fixture(scope="session")
-def summary() -> Callable[[str], list[str]]:
-    """``summary(title)``: the list of lines printed under ``title`` at the end."""
-    return lambda title: _SECTIONS.setdefault(title, [])
+        terminalreporter.section(title)
+        for line in lines:
+            terminalreporter.write_line(line)

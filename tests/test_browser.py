@@ -36,7 +36,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
 pytestmark = pytest.mark.browser
+TIMES = "browser time (per notebook)"
 
 NOTEBOOK_DIR = Path(
     os.environ.get("LWT_BROWSER_DIR", Path(__file__).parents[1] / "notebooks")
@@ -195,6 +196,23 @@ class Committed:
         )
 
 
+# Open a notebook in a tab and make it the current one (the menus act on it).
+OPEN_JS = """async (path) => {
+  const app = window.jupyterapp;
+  const widget = await app.commands.execute(
+    'docmanager:open', {path, factory: 'Notebook'});
+  await widget.context.ready;
+  app.shell.activateById(widget.id);
+}"""
+# Save the notebook's tab (resolves once the server has the file).
+SAVE_JS = """async (path) => {
+  for (const widget of window.jupyterapp.shell.widgets('main')) {
+    if (widget.context?.path === path) return await widget.context.save();
+  }
+  throw new Error(`no tab shows ${path}`);
+}"""
+
+
 def checked_outputs(cells: list[dict[str, Any]]) -> dict[int, list[Any]]:
     """``{code cell index: outputs}`` of the cells whose output nbval compares under
     ``--nbval-lax``: marked ``# NBVAL_CHECK_OUTPUT`` (or tagged), and run."""
@@ -254,6 +272,7 @@ class Lab:
     process: subprocess.Popen[bytes]
     log: Path
     committed: dict[str, Committed]  # each notebook as copied, before its outputs went
+    setup_s: dict[str, float] = field(default_factory=dict)  # server start, page load
 
     def api(self, path: str, method: str = "GET") -> Any:
         """Call the server's REST API (never through a proxy) and decode its JSON."""
@@ -330,12 +349,6 @@ class Lab:
 
 
 @pytest.fixture(scope="module")
-def times(summary: Callable[[str], list[str]]) -> list[str]:
-    """The lines of the end-of-run table of each notebook's time in the browser."""
-    return summary("browser time (per notebook)")
-
-
-@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Chromium (the system's, never a download) under Playwright."""
     try:
@@ -368,7 +381,24 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, times: list[str]) -> Iterator[Lab]:
+def page(browser: Browser, lab: Lab) -> Iterator[Page]:
+    """One tab with JupyterLab loaded (once: each notebook opens in it in turn), in a
+    workspace of its own (no tabs restored from an earlier run)."""
+    started = time.monotonic()
+    page = browser.new_page(viewport=VIEWPORT)
+    page.set_default_timeout(30_000)
+    page.goto(f"{lab.url}/lab/workspaces/lwt-browser-test?reset&token={lab.token}")
+    page.wait_for_function(
+        "() => window.jupyterapp?.commands.hasCommand('docmanager:open')"
+    )
+    close_tabs(page)  # the launcher
+    lab.setup_s["page load"] = time.monotonic() - started
+    yield page
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """JupyterLab from this environment, on 127.0.0.1, on a copy of the notebooks."""
     home = tmp_path_factory.mktemp("browser")
     root = home / "notebooks"
@@ -412,6 +442,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, times: list[str]) -> Iterator[
         "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",  # window.jupyterapp: open a notebook
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # Jupyter refuses root otherwise
@@ -428,20 +459,23 @@ def lab(tmp_path_factory: pytest.TempPathFactory, times: list[str]) -> Iterator[
     server = Lab(f"http://127.0.0.1:{port}", token, process, log, committed)
     try:
         server.wait_ready()
-        times.append(f"JupyterLab server start: {time.monotonic() - started:.1f} s")
+        server.setup_s["server start"] = time.monotonic() - started
         yield server
     finally:
         server.stop()
 
 
 def open_notebook(page: Page, lab: Lab, notebook: str) -> None:
-    """Open the notebook alone in a fresh workspace and wait for its idle kernel."""
-    workspace = re.sub(r"\W", "-", Path(notebook).stem)
-    path = urllib.parse.quote(notebook)
-    page.goto(
-        f"{lab.url}/lab/workspaces/{workspace}/tree/{path}?reset&token={lab.token}"
-    )
+    """Open the notebook in the JupyterLab page (loaded once for all of them) and wait
+    for its idle kernel."""
+    page.evaluate(OPEN_JS, notebook)
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
+    # The Run menu acts on the current notebook: wait until this one is it (on a busy
+    # machine the menu can open before, its items greyed out).
+    page.wait_for_function(
+        "(path) => window.jupyterapp.shell.currentWidget?.context?.path === path",
+        arg=notebook,
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         # A learner clicks "Select" if JupyterLab asks which kernel to start.
@@ -455,6 +489,21 @@ def open_notebook(page: Page, lab: Lab, notebook: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"no idle kernel for {notebook} in {START_TIMEOUT_S} s")
         page.wait_for_timeout(250)
+
+
+def close_tabs(page: Page) -> None:
+    """Close every tab without saving (the test saved what it reads; a widget moved
+    since is a change JupyterLab would otherwise ask about)."""
+    page.evaluate(
+        """async () => {
+          const app = window.jupyterapp;
+          for (const widget of app.shell.widgets('main')) {
+            if (widget.context) widget.context.model.dirty = false;
+          }
+          await app.commands.execute('application:close-all');
+        }"""
+    )
+    page.locator(".jp-NotebookPanel").first.wait_for(state="detached")
 
 
 def run_all(page: Page, lab: Lab, notebook: str, committed: Committed) -> None:
@@ -521,12 +570,12 @@ def page_problems(page: Page, committed: Committed) -> list[str]:
 
 
 def saved_problems(page: Page, lab: Lab, notebook: str) -> list[str]:
-    """Save the notebook from the page (Ctrl+S) and read it back through the REST API:
-    non-empty code cells without an execution count, error outputs (the page shows
-    neither prompt nor outputs for a collapsed solution cell, so it cannot say), and
-    the cells nbval checks whose outputs differ from the committed ones."""
-    page.locator(".jp-NotebookPanel .jp-Notebook").first.click()
-    page.keyboard.press("Control+s")
+    """Save the notebook from the page (File > Save's own call) and read it back
+    through the REST API: non-empty code cells without an execution count, error
+    outputs (the page shows neither prompt nor outputs for a collapsed solution cell,
+    so it cannot say), and the cells nbval checks whose outputs differ from the
+    committed ones."""
+    page.evaluate(SAVE_JS, notebook)
     path = urllib.parse.quote(notebook)
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
@@ -613,16 +662,23 @@ def screenshot(page: Page, path: Path) -> None:
 
 @pytest.mark.parametrize("notebook", notebook_params())
 def test_notebook_in_browser(
-    notebook: Path, browser: Browser, lab: Lab, times: list[str], tmp_path: Path
+    notebook: Path,
+    page: Page,
+    lab: Lab,
+    summary: Callable[[str, str], None],
+    tmp_path: Path,
 ) -> None:
     """Run All in JupyterLab shows no exception, every figure and working widgets."""
     committed = lab.committed[notebook.name]
     phases: dict[str, float] = {}
     clock = time.monotonic()
-    page = browser.new_page(viewport=VIEWPORT)
-    page.set_default_timeout(30_000)
     console: list[str] = []
-    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            console.append(message.text)
+
+    page.on("console", on_console)
 
     def lap(phase: str) -> None:
         nonlocal clock
@@ -643,7 +699,11 @@ def test_notebook_in_browser(
     except Exception as exc:  # a timeout or a missing element: still a screenshot
         problems.append(f"{type(exc).__name__}: {exc}")
     detail = ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
-    times.append(f"{notebook.name}: {sum(phases.values()):.0f} s ({detail})")
+    if lab.setup_s:  # once, with the first notebook
+        setup = ", ".join(f"{k} {v:.1f} s" for k, v in lab.setup_s.items())
+        summary(TIMES, f"JupyterLab {setup}")
+        lab.setup_s.clear()
+    summary(TIMES, f"{notebook.name}: {sum(phases.values()):.0f} s ({detail})")
     try:
         if problems:
             shot = tmp_path / f"{notebook.stem}.png"
@@ -651,11 +711,15 @@ def test_notebook_in_browser(
             problems.append(f"screenshot: {shot}")
             problems += [f"browser console: {m}" for m in console[:5]]
     finally:
-        page.close()
+        page.remove_listener("console", on_console)
+        page.set_viewport_size(VIEWPORT)  # a screenshot made it tall
         try:
-            lab.close_session(notebook.name)
-        except (OSError, urllib.error.URLError):
-            pass
+            close_tabs(page)
+        finally:
+            try:
+                lab.close_session(notebook.name)
+            except (OSError, urllib.error.URLError):
+                pass
     total = sum(phases.values())
     assert not problems, f"{notebook.name} in JupyterLab ({total:.0f} s):\n  " + (
         "\n  ".join(problems)
