@@ -24,15 +24,16 @@ lab: $(STAMP)  ## start JupyterLab on the course notebooks
 # test_browser.py: no exception, the # NBVAL_CHECK_OUTPUT cells' outputs as committed,
 # as nbval compares them, every figure and widget, a slider that redraws); and the
 # student copies (solutions removed) under nbval (tests/test_student.py). All in quick
-# mode, on both cores at once (pytest-xdist; tests/conftest.py orders the files): one
-# worker runs the browser pass, the other the nbval pass and most unit tests, with one
-# torch thread each (OMP_NUM_THREADS=1): two notebooks share the 2 cores, not fight.
+# mode, on both cores at once (pytest-xdist; tests/conftest.py puts the two long files
+# first, --no-loadscope-reorder keeps that order): one worker starts on the browser
+# pass, the other on the nbval pass, the unit-test files go to whichever is free, and
+# torch takes one thread in each (OMP_NUM_THREADS=1): two notebooks share the 2 cores.
 # LWT_BROWSER=00,07 make test picks notebooks for the browser (none: none),
 # LWT_BROWSER_COPY=student opens the student copies there instead.
 LWT_BROWSER ?= all
 LWT_BROWSER_COPY ?= course
 TEST_WORKERS ?= 2
-test: $(STAMP) browser  ## unit tests, notebooks in a browser and under nbval, quick mode
+test: $(STAMP) browser  ## unit tests, notebooks in a browser, student copies under nbval
 	LWT_QUICK=1 OMP_NUM_THREADS=1 LWT_BROWSER=$(LWT_BROWSER) \
 		LWT_BROWSER_COPY=$(LWT_BROWSER_COPY) \
 		$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
@@ -62,7 +63,7 @@ STUDENT ?= student
 student: $(STAMP)  ## learner copies of the notebooks, solutions removed, into $(STUDENT)/
 	$(PY) -m lwt.student $(STUDENT)
 
-unit: $(STAMP)  ## unit tests only: no browser, no notebook runs
+unit: $(STAMP)  ## unit tests only (full mode): no browser, no notebook runs
 	$(PY) -m pytest tests -q -m "not browser and not notebooks"
 
 nbval: $(STAMP)  ## the course notebooks under nbval, quick mode (a developer's check)

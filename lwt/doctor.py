@@ -37,7 +37,7 @@ PACKAGES = {
 # Full-mode time of each notebook on the 2-core course machine (s), measured when it
 # was last executed, and what speed_probe() measures there (images/s).
 REFERENCE_SECONDS = {"00": 55, "01": 481, "02": 436, "03": 479, "04": 191, "05": 209,
-                     "06": 380, "07": 631}  # fmt: skip
+                     "06": 380, "07": 337}  # fmt: skip
 REFERENCE_IMAGES_PER_S = 215.0  # speed_probe() on the course machine, 2 threads
 FIX_PACKAGES = "pip install -r requirements.txt   (or: make lab, which installs them)"
 FIX_DATA = (

@@ -1,5 +1,6 @@
 """Per-notebook time under nbval: each notebook's cells summed, against the quick-mode
-budget (75 s on the course's 2-core machine), printed at the end of the test run."""
+budget (75 s on the course's 2-core machine), printed at the end of the test run (make
+test runs the student copies so, one torch thread each, beside the browser pass)."""
 
 from __future__ import annotations
 

@@ -3,13 +3,14 @@
 JupyterLab runs from this environment on a copy of the notebooks in pytest's tmp folder
 (outputs cleared, so every prompt, figure and widget on the page is fresh, and the
 committed notebooks are never autosaved over). Headless Chromium (Debian's
-``chromium``, driven by Playwright) opens each notebook in a tab of its own, runs all
-cells from the Run menu, and checks the page: no exception, as many figures as the
-committed notebook has, every widget rendered, and one slider (or checkbox) of the
-notebook's widget changing the widget's output. It also saves the notebook from the
-page and checks the file: every cell run, no error output, and the outputs of the cells
-marked ``# NBVAL_CHECK_OUTPUT`` as committed, compared by nbval's own code, so this run
-checks what nbval would.
+``chromium``, driven by Playwright) loads JupyterLab once; each notebook in turn opens
+in it (the app's ``docmanager:open``), becomes the current tab, runs all cells from the
+Run menu, and is closed after its checks, its kernel shut down. The checks of the page:
+no exception, as many figures as the committed notebook has, every widget rendered, and
+one slider (or checkbox) of the notebook's widget changing the widget's output. It also
+saves the notebook from the page and checks the file: every non-empty code cell run, no
+error output, and the outputs of the cells marked ``# NBVAL_CHECK_OUTPUT`` as committed,
+compared by nbval's own code, so this run checks what nbval would.
 
 Environment: ``LWT_BROWSER`` picks the notebooks (``all``, the default; ``none``; or
 name prefixes such as ``00,07``), ``LWT_BROWSER_DIR`` the folder (default
@@ -17,7 +18,8 @@ name prefixes such as ``00,07``), ``LWT_BROWSER_DIR`` the folder (default
 (default 300), ``LWT_CHROMIUM`` the browser (default ``/usr/bin/chromium``) and
 ``LWT_BROWSER_COPY`` which copy a learner opens: ``course`` (the default, the notebooks
 as committed) or ``student`` (``make student``'s copies, solutions removed: a workshop's
-learners see these). The kernels see ``LWT_QUICK=1`` and the caller's ``LWT_DATA_DIR``.
+learners see these). The kernels see ``LWT_QUICK=1`` and the caller's ``LWT_DATA_DIR``
+and ``OMP_NUM_THREADS`` (make test: 1).
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ from nbval.plugin import coalesce_streams
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
-pytestmark = pytest.mark.browser
 TIMES = "browser time (per notebook)"
 
 NOTEBOOK_DIR = Path(
@@ -660,6 +661,7 @@ def screenshot(page: Page, path: Path) -> None:
     page.screenshot(path=path, full_page=True)
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("notebook", notebook_params())
 def test_notebook_in_browser(
     notebook: Path,
@@ -668,7 +670,8 @@ def test_notebook_in_browser(
     summary: Callable[[str, str], None],
     tmp_path: Path,
 ) -> None:
-    """Run All in JupyterLab shows no exception, every figure and working widgets."""
+    """Run All in JupyterLab shows no exception, the NBVAL_CHECK_OUTPUT cells' outputs
+    as committed, every figure and working widgets."""
     committed = lab.committed[notebook.name]
     phases: dict[str, float] = {}
     clock = time.monotonic()

@@ -132,9 +132,10 @@ def test_cli_writes_the_folder(tmp_path):
 
 @pytest.mark.notebooks
 def test_student_copies_pass_nbval(copies, summary):
-    """Every student copy runs top to bottom under nbval in quick mode, as the course
-    notebooks do: no exception, and each ``# NBVAL_CHECK_OUTPUT`` cell prints what it
-    printed when committed. (A pytest of its own, on the copies in a tmp folder.)"""
+    """Every student copy runs top to bottom under nbval in quick mode (as ``make
+    nbval`` runs the course notebooks): no exception, and each ``# NBVAL_CHECK_OUTPUT``
+    cell prints what it printed when committed. (A pytest of its own, on the copies in
+    a tmp folder.)"""
     out, _ = copies
     shutil.copy(student.NOTEBOOKS / "conftest.py", out)  # its time per notebook
     (out / "pytest.ini").write_text(
