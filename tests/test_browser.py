@@ -62,7 +62,6 @@ START_TIMEOUT_S = 120  # the server to answer, then a notebook's kernel to be id
 SETTLE_TIMEOUT_S = 60  # figures and widgets to render after the last cell ran
 WIDGET_TIMEOUT_S = 120  # a moved slider's output to change
 VIEWPORT = {"width": 1280, "height": 1000}
-NB_SHELL = {"metadata": {}, "nbformat": 4, "nbformat_minor": 4}
 # What nbval leaves out of a comparison (nbval.plugin.IPyNbFile's skip_compare, without
 # --nbdime): images and widget model ids differ from run to run.
 NBVAL_SKIP_COMPARE = (
@@ -182,18 +181,17 @@ class Committed:
 
     @classmethod
     def read(cls, path: Path) -> Committed:
-        """Read it from the .ipynb JSON."""
-        cells = json.loads(path.read_text())["cells"]
-        code = [c for c in cells if c["cell_type"] == "code"]
-        outputs = [o.get("data", {}) for c in code for o in c.get("outputs", [])]
-        sources = ["".join(c["source"]) for c in code]
+        """Read it from the .ipynb file."""
+        code = code_cells(nbformat.read(path, as_version=4))
+        outputs = [o.get("data", {}) for c in code for o in c.outputs]
+        sources = [c.source for c in code]
         widget_view = "application/vnd.jupyter.widget-view+json"
         return cls(
             sources=sources,
             figures=sum("image/png" in data for data in outputs),
             uses_widgets=any(widget_view in data for data in outputs)
             or any("ipywidgets" in source for source in sources),
-            checked=checked_outputs(cells),
+            checked=checked_outputs(code),
         )
 
 
@@ -214,7 +212,12 @@ SAVE_JS = """async (path) => {
 }"""
 
 
-def checked_outputs(cells: list[dict[str, Any]]) -> dict[int, list[Any]]:
+def code_cells(nb: Any) -> list[Any]:
+    """A notebook's code cells (nbformat nodes: sources and texts as one string)."""
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def checked_outputs(code: list[Any]) -> dict[int, list[Any]]:
     """``{code cell index: outputs}`` of the cells whose output nbval compares under
     ``--nbval-lax``: marked ``# NBVAL_CHECK_OUTPUT`` (or tagged), and run."""
     from nbval.plugin import find_comment_markers, find_metadata_tags
@@ -224,8 +227,6 @@ def checked_outputs(cells: list[dict[str, Any]]) -> dict[int, list[Any]]:
         options.update(find_comment_markers(cell.source))
         return bool(options.get("check")) and cell.execution_count is not None
 
-    nb = nbformat.reads(json.dumps({**NB_SHELL, "cells": cells}), as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
     return {i: coalesce_streams(c.outputs) for i, c in enumerate(code) if checks(c)}
 
 
@@ -576,33 +577,22 @@ def saved_problems(page: Page, lab: Lab, notebook: str) -> list[str]:
     outputs (the page shows neither prompt nor outputs for a collapsed solution cell,
     so it cannot say), and the cells nbval checks whose outputs differ from the
     committed ones."""
-    page.evaluate(SAVE_JS, notebook)
+    page.evaluate(SAVE_JS, notebook)  # resolves once the server has written the file
     path = urllib.parse.quote(notebook)
-    deadline = time.monotonic() + SETTLE_TIMEOUT_S
-    while True:
-        try:
-            content = lab.api(f"contents/{path}?content=1")["content"]
-        except urllib.error.HTTPError:  # 400 "Unreadable Notebook": read mid-save
-            if time.monotonic() > deadline:
-                raise
-            page.wait_for_timeout(500)
-            continue
-        every = [c for c in content["cells"] if c["cell_type"] == "code"]
-        code = [c for c in every if "".join(c["source"])]
-        unrun = [i + 1 for i, c in enumerate(code) if c["execution_count"] is None]
-        if not unrun or time.monotonic() > deadline:
-            break
-        page.wait_for_timeout(500)
+    every = code_cells(
+        nbformat.from_dict(lab.api(f"contents/{path}?content=1")["content"])
+    )
+    code = [c for c in every if c.source]
     problems = []
+    unrun = [i + 1 for i, c in enumerate(code) if c.execution_count is None]
     if unrun:
         problems.append(f"code cells not run: {', '.join(map(str, unrun[:10]))}")
     for i, cell in enumerate(code):
-        for out in cell.get("outputs", []):
-            if out["output_type"] == "error":
-                problems.append(f"code cell {i + 1}: {out['ename']}: {out['evalue']}")
-    saved = nbformat.reads(json.dumps({**NB_SHELL, "cells": every}), as_version=4)
+        for out in cell.outputs:
+            if out.output_type == "error":
+                problems.append(f"code cell {i + 1}: {out.ename}: {out.evalue}")
     for i, committed in lab.committed[notebook].checked.items():
-        differ = output_mismatch(saved.cells[i].outputs, committed)
+        differ = output_mismatch(every[i].outputs, committed)
         if differ:
             problems.append(f"code cell {i + 1} (NBVAL_CHECK_OUTPUT) differs: {differ}")
     return problems
@@ -746,7 +736,9 @@ def test_checked_cells_are_found_and_compared_as_nbval_does() -> None:
         cell("# NBVAL_IGNORE_OUTPUT\nprint(3)", "ignored\n"),
         cell("print(4)", "tagged 4\n", tags=("nbval-check-output",)),
     ]
-    checked = checked_outputs(cells)
+    on_disk = json.dumps({"metadata": {}, "nbformat": 4, "nbformat_minor": 4,
+                          "cells": cells})  # fmt: skip
+    checked = checked_outputs(code_cells(nbformat.reads(on_disk, as_version=4)))
     assert list(checked) == [0, 3]  # code cells 0 and 3
     as_saved = [nbformat.from_dict(o) for o in (
         {"output_type": "stream", "name": "stdout", "text": "acc 1\n"},

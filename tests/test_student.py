@@ -138,12 +138,10 @@ def test_student_copies_pass_nbval(copies, summary):
     a tmp folder.)"""
     out, _ = copies
     shutil.copy(student.NOTEBOOKS / "conftest.py", out)  # its time per notebook
-    (out / "pytest.ini").write_text(
-        "[pytest]\nfilterwarnings = ignore::DeprecationWarning:jupyter_client.*\n"
-    )
     run = subprocess.run(
         [sys.executable, "-m", "pytest", str(out), "--nbval-lax", "--nbval-current-env",
-         "-q", "-p", "no:cacheprovider", "--rootdir", str(out)],
+         "-q", "-p", "no:cacheprovider", "--rootdir", str(out),
+         "-W", "ignore::DeprecationWarning:jupyter_client.*"],
         cwd=out, env=dict(os.environ, LWT_QUICK="1"), capture_output=True, text=True,
         timeout=1800,
     )  # fmt: skip
