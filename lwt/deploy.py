@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .saturation import PAIR_LIMIT, saturation_report
+
 
 def export_onnx(
     model: nn.Module, input_shape: tuple[int, ...], path: str | Path
@@ -156,6 +158,59 @@ class _Reader:
         return {self.name: _inputs(batch).numpy()}
 
 
+# Weight bits of lwt's int8 files. 7-bit weights (integers in [-63, 63]) cannot
+# saturate x86's 16-bit pair sums: without VNNI, int8 kernels multiply uint8
+# activations by int8 weights and add adjacent pairs into a saturating int16
+# (``vpmaddubsw``): 2 * 255 * 127 = 64,770 > 32,767, but 2 * 255 * 63 = 32,130.
+WEIGHT_BITS = (7, 8)
+
+
+def weight_scales(
+    weight: np.ndarray, axis: int | None, *, bits: int = 7
+) -> np.ndarray:
+    """Symmetric weight scales ``S = max|w| / (2^(b-1) - 1)`` per channel along
+    ``axis`` (one scale if None): the narrow signed grid lwt's fake quantizers use
+    (``quantization.qparams``), so QAT-trained integers are kept exactly."""
+    w = np.abs(np.asarray(weight, np.float32))
+    if axis is None:
+        m = w.max(keepdims=True).reshape(1)
+    else:
+        m = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).max(1)
+    qmax = 2 ** (bits - 1) - 1
+    return np.maximum(m / qmax, np.finfo(np.float32).eps).astype(np.float32)
+
+
+def _weight_overrides(fp32: str | Path, bits: int, per_channel: bool) -> dict:
+    """``TensorQuantOverrides`` putting every Conv/Gemm/MatMul weight on the narrow
+    ``bits``-bit grid (axis as ONNX Runtime's quantizer picks it)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(fp32)).graph
+    inits = {t.name: t for t in graph.initializer}
+    out: dict[str, list[dict]] = {}
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        name = node.input[1]
+        if name not in inits or name in out:
+            continue
+        w = numpy_helper.to_array(inits[name])
+        axis = 0
+        if node.op_type == "Gemm":
+            trans = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            axis = 0 if trans else 1
+        elif node.op_type == "MatMul":
+            axis = w.ndim - 1
+        scales = weight_scales(w, axis if per_channel else None, bits=bits)
+        zero = np.array(0, np.int8)
+        rows = [{"scale": np.array(s, np.float32), "zero_point": zero} for s in scales]
+        if per_channel:
+            rows[0]["axis"] = axis
+        out[name] = rows
+    return out
+
+
 def quantize_onnx(
     fp32: str | Path,
     out: str | Path,
@@ -164,12 +219,23 @@ def quantize_onnx(
     per_channel: bool = True,
     method: str = "minmax",
     ranges: dict[str, tuple[float, int]] | None = None,
+    weight_bits: int = 7,
 ) -> Path:
     """ONNX Runtime static int8 quantization of an exported float model.
 
-    Weights: int8, symmetric, per channel; activations: uint8, asymmetric, per
-    tensor, ranges from ``calibration`` (batches of inputs or (input, label)
-    pairs); QDQ format.
+    Weights: int8 storage, symmetric, per channel, on a **7-bit grid** by default
+    (integers in [-63, 63], ``S = max|w| / 63``); activations: uint8, asymmetric, per
+    tensor, ranges from ``calibration`` (batches of inputs or (input, label) pairs);
+    QDQ format.
+
+    Why 7 bits: an x86 CPU without VNNI (AVX2, AVX-512 before Cascade Lake) runs
+    uint8 × int8 through ``vpmaddubsw``, which adds each adjacent pair of products
+    into a *saturating* int16: ``|a₀w₀ + a₁w₁| ≤ 2 · 255 · 127 = 64,770`` overflows
+    32,767, and the int8 file loses accuracy on such a laptop only (ONNX Runtime's
+    quantization guide; microsoft/onnxruntime#5849, #6004). With ``|w| ≤ 63`` the
+    bound is 32,130: the same file computes the same integers on every x86 and ARM
+    kernel. ``weight_bits=8`` (``[-127, 127]``) is ONNX Runtime's own default, exact
+    only on VNNI/AMX and ARM: check such a file with :func:`saturation_report`.
 
     Args:
         fp32: the float ``.onnx`` file (from ``export_onnx``).
@@ -180,6 +246,7 @@ def quantize_onnx(
         ranges: ``{tensor name: (scale, zero_point)}`` of activations whose uint8 grid
             is already known (e.g. trained by QAT): used as given instead of
             calibrated (ONNX Runtime's ``TensorQuantOverrides``).
+        weight_bits: 7 (portable, the default) or 8.
     """
     from onnxruntime import quantization as oq
 
@@ -190,6 +257,16 @@ def quantize_onnx(
     }
     if method not in methods:
         raise ValueError(f"method must be one of {sorted(methods)}, got {method!r}")
+    if isinstance(weight_bits, bool) or weight_bits not in WEIGHT_BITS:
+        raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits!r}")
+    overrides = {
+        name: [
+            {"scale": np.array(s, np.float32), "zero_point": np.array(z, np.uint8)}
+        ]
+        for name, (s, z) in (ranges or {}).items()
+    }
+    if weight_bits == 7:
+        overrides.update(_weight_overrides(fp32, weight_bits, per_channel))
     # The quantizer logs a hint to run its pre-processing (shape inference and graph
     # fusion); export_onnx's graph is already optimized (BatchNorm folded). Drop
     # ONNX Runtime's records for the call only; every other logger is left alone.
@@ -202,34 +279,44 @@ def quantize_onnx(
             _Reader("input", calibration),
             quant_format=oq.QuantFormat.QDQ,
             per_channel=per_channel,
+            # a weight no override covers (another op type) still gets 7 bits
+            reduce_range=weight_bits == 7,
             activation_type=oq.QuantType.QUInt8,
             weight_type=oq.QuantType.QInt8,
             calibrate_method=methods[method],
-            extra_options={
-                "TensorQuantOverrides": {
-                    name: [
-                        {
-                            "scale": np.array(s, np.float32),
-                            "zero_point": np.array(z, np.uint8),
-                        }
-                    ]
-                    for name, (s, z) in (ranges or {}).items()
-                }
-            },
+            extra_options={"TensorQuantOverrides": overrides},
         )
     finally:
         root.removeFilter(quiet)
     return strip(out)
 
 
-def session(path: str | Path, *, threads: int = 1):  # noqa: ANN201
-    """An ONNX Runtime CPU session with all graph optimizations (QDQ fusion) on."""
+def _options(threads: int, precise: bool):  # noqa: ANN202
     import onnxruntime as ort
 
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    if precise:  # microsoft/onnxruntime#12088; no effect on VNNI/AMX or ARM
+        opts.add_session_config_entry("session.x64quantprecision", "1")
+    return opts
+
+
+def session(path: str | Path, *, threads: int = 1, precise: bool = True):  # noqa: ANN201
+    """An ONNX Runtime CPU session with all graph optimizations (QDQ fusion) on.
+
+    ``precise`` (default) sets ``session.x64quantprecision``: on an x86 CPU without
+    VNNI, an int8 layer whose weights leave [-64, 63] then runs in the slower
+    uint8 × uint8 kernel instead of the saturating uint8 × int8 one (see
+    :func:`quantize_onnx`); lwt's own 7-bit files never need it. ``precise=False``
+    runs a file as a program with ONNX Runtime's default options would.
+    """
+    import onnxruntime as ort
+
+    opts = _options(threads, precise)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -240,12 +327,15 @@ class OrtModel(nn.Module):
     Args:
         path: the ``.onnx`` file.
         threads: ONNX Runtime intra-op threads.
+        precise: ``session.x64quantprecision`` on (see :func:`session`).
     """
 
-    def __init__(self, path: str | Path, *, threads: int = 1) -> None:
+    def __init__(
+        self, path: str | Path, *, threads: int = 1, precise: bool = True
+    ) -> None:
         super().__init__()
         self.path = Path(path)
-        self.session = session(path, threads=threads)
+        self.session = session(path, threads=threads, precise=precise)
         self.input_name = self.session.get_inputs()[0].name
 
     def forward(self, x: Tensor) -> Tensor:
@@ -353,10 +443,7 @@ def profile_onnx(
 
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts = _options(threads, precise=True)
     opts.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:  # the trace file goes here
         opts.profile_file_prefix = str(Path(tmp) / "ort")

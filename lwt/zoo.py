@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import data, deploy, recipes, train
+from . import cpu, data, deploy, recipes, train
 from ._lookup import lookup
 
 MANIFEST = "manifest.json"
@@ -190,6 +190,8 @@ def _machine() -> str:
     if device.type == "cuda":
         tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
         text += f" ({torch.cuda.get_device_name()}, {'TF32' if tf32 else 'fp32'})"
+    elif device.type == "cpu":
+        text += f" (fp32; {cpu.describe_cpu()})"
     return text
 
 

@@ -87,7 +87,8 @@ def test_stages_compose_in_order_and_leave_the_model_alone(tiny):
     assert seen[-1][1] == "GraphModule"
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     fq = [m for m in q.modules() if isinstance(m, quantization.FakeQuant)]
-    assert fq and all(m.bits == 8 for m in fq)
+    # weights on the portable 7-bit grid (deploy.quantize_onnx), activations 8 bits
+    assert fq and all(m.bits == (7 if m.dynamic else 8) for m in fq)
     # half of every block's inner filters gone (8 stays 8: a multiple of 8)
     assert measure.count_params(q) < 0.7 * measure.count_params(model)
     # layer1.1 dropped: no fake-quantized conv left under that name
@@ -110,7 +111,7 @@ def test_to_float_bakes_weights_onto_their_grid(tiny):
     for name, m in f.named_modules():
         if isinstance(m, nn.Conv2d):
             w = m.weight.detach().flatten(1)
-            scale = w.abs().amax(1, keepdim=True) / 127
+            scale = w.abs().amax(1, keepdim=True) / 63  # 7-bit grid
             codes = w / scale.clamp_min(1e-12)
             assert torch.allclose(codes, codes.round(), atol=1e-3), name
     with pytest.raises(TypeError, match="FakeQuant"):
@@ -128,6 +129,37 @@ def test_deployed_file_agrees_with_the_torch_model(tiny):
     # same integer weights; ranges recalibrated by ONNX Runtime on the same batches
     err = (got - ref).abs().max() / ref.abs().max()
     assert err < 0.1
+
+
+def test_deployed_file_keeps_the_qat_integers_and_cannot_saturate(tiny):
+    """The file's int8 weights are the QAT model's 7-bit integers, exactly; so no
+    16-bit pair sum can saturate on a CPU without VNNI (lwt.saturation)."""
+    import onnx
+    from onnx import numpy_helper
+
+    _, _, q, path, _ = tiny
+    stored = sorted(
+        (numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+         if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2),
+        key=lambda a: (a.shape, a.tobytes()),
+    )  # fmt: skip
+    trained = []
+    for m in q.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fq = m.parametrizations.weight[0]
+            w = m.parametrizations.weight.original.detach()
+            fq._refresh(w)
+            trained.append(quantization.quantize(
+                w, fq.scale, fq.zero_point, 7, signed=True, axis=0, narrow=True
+            ).numpy().astype("int8"))  # fmt: skip
+    trained.sort(key=lambda a: (a.shape, a.tobytes()))
+    assert len(stored) == len(trained)
+    assert all((a == b).all() for a, b in zip(stored, trained, strict=True))
+    assert max(int(abs(a).max()) for a in stored) == 63
+    x = torch.cat([b[0] for b in _batches(seed=1)])
+    rows = deploy.saturation_report(path, [x])
+    assert rows and all(r["saturating"] == 0 for r in rows)
+    assert all(r["max_pair"] <= 2 * 255 * 63 for r in rows)
 
 
 def test_shorten_names_changes_nothing_but_the_names(tmp_path, tiny):

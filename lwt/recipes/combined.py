@@ -11,8 +11,9 @@ The order is the one that works (notebook 07 measures the alternatives):
 3. **int8 quantization-aware training** (Jacob et al. 2018): BatchNorm folded, ranges
    calibrated, a short fine-tune through the fake quantizers, still distilled;
 4. **deploy**: the float model the QAT model simulates (``quantization.to_float``) is
-   exported to ONNX and written as an ONNX Runtime int8 file (QDQ, int8 weights per
-   channel, int32 biases) with short tensor names.
+   exported to ONNX and written as an ONNX Runtime int8 file (QDQ, weights per
+   channel on the 7-bit grid QAT trained, stored as int8, so that no x86 int8
+   kernel saturates; int32 biases) with short tensor names.
 
 :func:`compress` runs 1-3 on any model and data; :func:`deploy_int8` runs 4;
 :func:`compress_and_deploy` does both and measures a ledger. ``run``/``build`` make the
@@ -65,6 +66,7 @@ class Config:
     alpha: float = 0.9
     qat_epochs: int = 2  # distilled QAT, cosine-annealed
     qat_lr: float = 0.002
+    weight_bits: int = 7  # the deployed grid: exact on every CPU (deploy.quantize_onnx)
     calibration_batches: int = 4  # of 128 training images
     seed: int = 0
 
@@ -99,6 +101,7 @@ def compress(
     alpha: float = 0.9,
     qat_epochs: int = 1,
     qat_lr: float = 0.002,
+    weight_bits: int = 7,
     calibration_batches: int = _CALIBRATION_BATCHES,
     on_stage: Callable[[str, nn.Module], object] | None = None,
     quiet: bool = True,
@@ -123,6 +126,9 @@ def compress(
         T, alpha: distillation temperature and weight of the soft term.
         qat_epochs: distilled int8 QAT epochs (0: post-training quantization only).
         qat_lr: QAT rate, cosine-annealed.
+        weight_bits: the weights' grid, trained by QAT and kept by
+            :func:`deploy_int8`: 7 (portable: no x86 int8 kernel can saturate,
+            ``deploy.quantize_onnx``) or 8 (exact on VNNI/AMX and ARM only).
         calibration_batches: training batches that calibrate the activation ranges.
         on_stage: called as ``on_stage(stage, model)`` after ``"pruned"``,
             ``"distilled"`` and ``"quantized"`` (e.g. to add a ledger row).
@@ -138,6 +144,8 @@ def compress(
         )
     if calibration_batches < 1:
         raise ValueError(f"calibration_batches must be >= 1, got {calibration_batches}")
+    if isinstance(weight_bits, bool) or weight_bits not in deploy.WEIGHT_BITS:
+        raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits!r}")
     if lr <= 0 or qat_lr <= 0:
         raise ValueError(f"lr and qat_lr must be > 0, got {lr}, {qat_lr}")
     if len(train_loader) == 0:
@@ -162,7 +170,7 @@ def compress(
         student.cpu().eval()
     if on_stage:
         on_stage("distilled", student)
-    qmodel = quantization.quantize_model(student)
+    qmodel = quantization.quantize_model(student, weight_bits=weight_bits)
     calibration = itertools.islice(iter(train_loader), calibration_batches)
     quantization.calibrate(qmodel, calibration)
     if qat_epochs:
@@ -188,9 +196,10 @@ def deploy_int8(
 ) -> Path:
     """Write the ONNX Runtime int8 file of a model from :func:`compress` (stage 4).
 
-    ``quantization.to_float`` bakes the QAT weights onto their int8 grid, the float
+    ``quantization.to_float`` bakes the QAT weights onto their grid, the float
     graph is exported (``deploy.export_onnx``) and quantized by ONNX Runtime: the same
-    symmetric per-channel weight grid, so the trained integers are kept, and the
+    symmetric per-channel weight grid of the same bits (7 or 8, read from the
+    model's weight quantizers), so the trained integers are kept, and the
     activation grids the QAT model trained with (:func:`activation_ranges`); a tensor
     without one is calibrated on ``calibration``. Then the tensor names are shortened.
     """
@@ -200,8 +209,18 @@ def deploy_int8(
             quantization.to_float(qmodel), input_shape, Path(tmp) / "fp32.onnx"
         )
         ranges = activation_ranges(qmodel, fp32)
-        deploy.quantize_onnx(fp32, path, calibration, ranges=ranges)
+        deploy.quantize_onnx(fp32, path, calibration, ranges=ranges,
+                             weight_bits=weight_bits_of(qmodel))  # fmt: skip
     return deploy.shorten_names(path)
+
+
+def weight_bits_of(qmodel: nn.Module) -> int:
+    """The bit width of a fake-quantized model's weight grids (one for all)."""
+    bits = {m.bits for m in qmodel.modules()
+            if isinstance(m, quantization.FakeQuant) and m.dynamic}  # fmt: skip
+    if len(bits) != 1 or not bits <= set(deploy.WEIGHT_BITS):
+        raise ValueError(f"weights must all be on a 7- or 8-bit grid, found {bits}")
+    return bits.pop()
 
 
 def activation_ranges(qmodel: nn.Module, fp32: str | Path) -> dict[str, tuple]:
@@ -287,7 +306,7 @@ def build(config: Config, arch: dict) -> nn.Module:
     loaded from the checkpoint."""
     model = _pruned_shapes(config, arch)  # filters.build: reads only base and widths
     pruning.drop_blocks(model, arch.get("dropped", []))
-    qmodel = quantization.quantize_model(model)
+    qmodel = quantization.quantize_model(model, weight_bits=config.weight_bits)
     return quantization.set_mode(qmodel, observe=False, quantize=True)
 
 
@@ -327,6 +346,7 @@ def run(
         alpha=config.alpha,
         qat_epochs=qat_epochs,
         qat_lr=config.qat_lr,
+        weight_bits=config.weight_bits,
         calibration_batches=config.calibration_batches,
         on_stage=record,
         quiet=quiet,
@@ -335,7 +355,8 @@ def run(
         {"stage": "drop blocks", "blocks": list(config.drop)},
         {"stage": "prune", "amount": config.amount, "widths": dict(widths)},
         {"stage": "distil", "epochs": epochs, "lr": config.lr, "T": config.T},
-        {"stage": "qat", "epochs": qat_epochs, "lr": config.qat_lr, "bits": 8},
+        {"stage": "qat", "epochs": qat_epochs, "lr": config.qat_lr,
+         "weight_bits": config.weight_bits, "activation_bits": 8},
     ]
     return Result(
         qmodel,
