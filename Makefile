@@ -4,21 +4,35 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lwt-installed
 
-.PHONY: lab test browser check data student unit nbval notebooks lint clean
+.PHONY: lab test browser emulator wheelhouse check data student unit nbval notebooks lint clean
 
 # Create the virtualenv and install requirements + lwt (editable) when missing/stale.
+# Offline (a workshop's laptops): make lab WHEELHOUSE=/path/to/wheelhouse installs from
+# the folder `make wheelhouse` filled, with no network.
+WHEELHOUSE ?=
+PIP_SOURCE := $(if $(WHEELHOUSE),--no-index --find-links $(WHEELHOUSE) \
+	$(if $(wildcard $(WHEELHOUSE)/constraints.txt),-c $(WHEELHOUSE)/constraints.txt),)
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(if $(WHEELHOUSE),,$(PY) -m pip install --quiet --upgrade pip)
+	$(PY) -m pip install --quiet $(PIP_SOURCE) -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 # Jupyter refuses to run as root (containers, cloud VMs) unless told it may.
 LAB_FLAGS := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-lab: $(STAMP)  ## start JupyterLab on the course notebooks
+# make lab NOTEBOOKS=student opens make student's learner copies (made if missing).
+NOTEBOOKS ?= course
+lab: $(STAMP)  ## start JupyterLab on the course notebooks (NOTEBOOKS=student: copies)
+ifeq ($(NOTEBOOKS),student)
+	test -d $(STUDENT) || $(PY) -m lwt.student $(STUDENT)
+	$(VENV)/bin/jupyter lab --notebook-dir=$(STUDENT) $(LAB_FLAGS)
+else ifeq ($(NOTEBOOKS),course)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_FLAGS)
+else
+	$(error NOTEBOOKS must be course or student, got $(NOTEBOOKS))
+endif
 
 # The unit tests; every course notebook in JupyterLab in headless Chromium (tests/
 # test_browser.py: no exception, the # NBVAL_CHECK_OUTPUT cells' outputs as committed,
@@ -33,16 +47,17 @@ lab: $(STAMP)  ## start JupyterLab on the course notebooks
 LWT_BROWSER ?= all
 LWT_BROWSER_COPY ?= course
 TEST_WORKERS ?= 2
-test: $(STAMP) browser  ## unit tests, notebooks in a browser, student copies under nbval
+test: $(STAMP) browser emulator  ## unit tests, notebooks in a browser, student copies under nbval
 	LWT_QUICK=1 OMP_NUM_THREADS=1 LWT_BROWSER=$(LWT_BROWSER) \
 		LWT_BROWSER_COPY=$(LWT_BROWSER_COPY) \
 		$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-		--durations=10 -q
+		--durations=10 -q -rs
 
 # tests/test_browser.py drives Debian's Chromium (never a browser download): installed
 # here when missing and this is a root shell with apt-get; else the test says what to do.
 # LWT_BROWSER=none (no browser test) needs none.
-CHROMIUM := $(or $(LWT_CHROMIUM),/usr/bin/chromium)
+CHROMIUM := $(or $(LWT_CHROMIUM),$(shell command -v chromium chromium-browser \
+	google-chrome 2>/dev/null | head -n1),/usr/bin/chromium)
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	--no-install-recommends chromium >/dev/null
 browser:  ## Debian's Chromium for the browser test (apt-get, as root), if missing
@@ -50,8 +65,33 @@ browser:  ## Debian's Chromium for the browser test (apt-get, as root), if missi
 		&& command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 		echo "installing Debian's chromium for tests/test_browser.py"; \
 		$(APT_CHROMIUM) || { apt-get update -qq && $(APT_CHROMIUM); } \
-		|| echo "no chromium: tests/test_browser.py will fail (LWT_BROWSER=none skips it)"; \
+		|| echo "no chromium: tests/test_browser.py will be skipped"; \
 	fi
+
+# tests/test_portability.py runs the int8 files as an AVX2-only CPU would, under QEMU's
+# user-mode emulator: Debian's qemu-user, installed here when missing (root, apt-get).
+emulator:  ## Debian's qemu-user for the AVX2-only int8 check (apt-get, as root), if missing
+	@if [ "$$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 >/dev/null \
+		&& command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's qemu-user for tests/test_portability.py"; \
+		$(APT_QEMU) || { apt-get update -qq && $(APT_QEMU); } \
+		|| echo "no qemu-user: tests/test_portability.py will be skipped"; \
+	fi
+APT_QEMU := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	--no-install-recommends qemu-user >/dev/null
+
+# Every wheel the course needs, for laptops without fast internet, run on a connected
+# machine with the learners' OS and Python: PyTorch's CPU-only build (~0.19 GB instead of
+# the CUDA build's ~3 GB with its libraries), then the rest of requirements.txt.
+WHEELS ?= wheelhouse
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+wheelhouse: $(STAMP)  ## download every wheel into $(WHEELS)/ (then: make lab WHEELHOUSE=...)
+	$(PY) -m pip download --quiet -d $(WHEELS) --index-url $(TORCH_INDEX) torch torchvision
+	ls $(WHEELS) | sed -n 's/^\(torch\|torchvision\)-\([^-]*\)-.*\.whl$$/\1==\2/p' \
+		> $(WHEELS)/constraints.txt
+	$(PY) -m pip download --quiet -d $(WHEELS) --find-links $(WHEELS) \
+		-c $(WHEELS)/constraints.txt -r requirements.txt
+	du -sh $(WHEELS)
 
 check: $(STAMP)  ## pre-flight check of this machine: packages, data, checkpoints, speed
 	$(PY) -m lwt.doctor

@@ -29,8 +29,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .saturation import PAIR_LIMIT, saturation_report
-
 
 def export_onnx(
     model: nn.Module, input_shape: tuple[int, ...], path: str | Path
@@ -235,7 +233,7 @@ def quantize_onnx(
     quantization guide; microsoft/onnxruntime#5849, #6004). With ``|w| ≤ 63`` the
     bound is 32,130: the same file computes the same integers on every x86 and ARM
     kernel. ``weight_bits=8`` (``[-127, 127]``) is ONNX Runtime's own default, exact
-    only on VNNI/AMX and ARM: check such a file with :func:`saturation_report`.
+    only on VNNI/AMX and ARM: check such a file with ``lwt.saturation``.
 
     Args:
         fp32: the float ``.onnx`` file (from ``export_onnx``).

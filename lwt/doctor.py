@@ -8,8 +8,13 @@ Checks, each problem printed with the command that fixes it:
 - the datasets: MNIST and CIFAR-10 found under ``$LWT_DATA_DIR`` and validated
   (shapes, counts, label ranges; nothing is downloaded);
 - every shipped checkpoint's sha256 against the manifest;
-- threads, and a ~10-second speed probe (ResNet-20 training steps) that predicts each
-  notebook's full-mode time on this machine from its time on the course machine.
+- threads, and a ~15-second speed probe of what the notebooks spend their time on:
+  ResNet-20 training steps (all threads), one-thread fp32 inference (every ledger's
+  latency and most evaluations) and one-thread ONNX Runtime int8 inference. Each
+  notebook's full-mode time is predicted from its time on the course machine, scaled
+  by the geometric mean of the training and inference slow-downs, with the range the
+  two give alone (on an AVX2-only EPYC, notebook 00 took 130 s against 66 s: training
+  1.16x slower, one-thread inference 3.3x; the mean predicts 1.96x).
 
 Exit status 1 when the course cannot run (a missing package, dataset or checkpoint).
 """
@@ -39,6 +44,8 @@ PACKAGES = {
 REFERENCE_SECONDS = {"00": 55, "01": 481, "02": 436, "03": 479, "04": 191, "05": 209,
                      "06": 380, "07": 337}  # fmt: skip
 REFERENCE_IMAGES_PER_S = 215.0  # speed_probe() on the course machine, 2 threads
+# inference_probe() on the course machine (Xeon, AMX), 1 thread, batch 64, ms:
+REFERENCE_INFERENCE_MS = {"fp32": FP32_MS, "int8": INT8_MS}
 FIX_PACKAGES = "pip install -r requirements.txt   (or: make lab, which installs them)"
 FIX_DATA = (
     "make data (online: downloads and validates them), or put the MNIST and "
@@ -111,10 +118,49 @@ def speed_probe(seconds: float = 10.0) -> float:
     return done / (time.perf_counter() - start)
 
 
-def predicted_minutes(images_per_s: float) -> dict[str, float]:
-    """Each notebook's predicted full-mode time here (minutes), scaled by speed."""
-    scale = REFERENCE_IMAGES_PER_S / images_per_s
-    return {nb: s * scale / 60 for nb, s in REFERENCE_SECONDS.items()}
+def inference_probe(seconds: float = 2.0) -> dict[str, float]:
+    """One-thread batch-64 latency (median ms) of ResNet-20 in torch fp32 and of the
+    shipped ``resnet20-combined`` int8 file in ONNX Runtime (if installed)."""
+    from . import measure
+
+    x = torch.randn(64, 3, 32, 32)
+    runs: dict[str, object] = {"fp32": models.create_model("resnet20").eval()}
+    try:
+        from . import deploy
+
+        runs["int8"] = deploy.OrtModel(zoo.deployed_path("resnet20-combined"))
+    except (ImportError, FileNotFoundError, ValueError):
+        pass  # reported by the package and checkpoint checks
+    out: dict[str, float] = {}
+    for name, m in runs.items():
+        one = measure.measure_latency(m, x, repeats=1, warmup=1).median_ms
+        repeats = max(3, int(seconds * 1e3 / max(one, 1e-3)))
+        out[name] = measure.measure_latency(m, x, repeats=repeats, warmup=0).median_ms
+    return out
+
+
+def slowdowns(images_per_s: float, inference_ms: dict[str, float]) -> dict[str, float]:
+    """How many times slower than the course machine: training, fp32 and int8
+    inference (1.0: as fast)."""
+    out = {"training": REFERENCE_IMAGES_PER_S / images_per_s}
+    for k, ms in inference_ms.items():
+        out[k] = ms / REFERENCE_INFERENCE_MS[k]
+    return out
+
+
+def predicted_minutes(
+    images_per_s: float, inference_ms: dict[str, float] | None = None
+) -> dict[str, tuple[float, float, float]]:
+    """Each notebook's predicted full-mode time here (minutes): ``(low, estimate,
+    high)``; the estimate scales the course machine's time by the geometric mean of
+    the training and fp32 inference slow-downs, low and high by each alone."""
+    slow = slowdowns(images_per_s, inference_ms or {})
+    ratios = [slow["training"], slow.get("fp32", slow["training"])]
+    mid = (ratios[0] * ratios[1]) ** 0.5
+    return {
+        nb: (s * min(ratios) / 60, s * mid / 60, s * max(ratios) / 60)
+        for nb, s in REFERENCE_SECONDS.items()
+    }
 
 
 def main(probe_seconds: float = 10.0) -> int:
@@ -124,11 +170,23 @@ def main(probe_seconds: float = 10.0) -> int:
     lines.append(f"{cpu.describe_cpu()}; {os.cpu_count()} CPUs, torch uses "
                  f"{torch.get_num_threads()} threads")  # fmt: skip
     speed = speed_probe(probe_seconds)
-    pred = predicted_minutes(speed)
+    inference = inference_probe(probe_seconds / 5)
+    pred = predicted_minutes(speed, inference)
     lines.append(f"speed probe: ResNet-20 trains at {speed:.0f} images/s "
                  f"(course machine: {REFERENCE_IMAGES_PER_S:.0f})")  # fmt: skip
-    per_nb = ", ".join(f"{nb} {m:.0f} min" for nb, m in pred.items())
-    lines.append(f"predicted full-mode time per notebook: {per_nb}")
+    for k, ms in inference.items():
+        lines.append(f"  1-thread {k} inference, batch 64: {ms:.1f} ms "
+                     f"(course machine: {REFERENCE_INFERENCE_MS[k]:.1f})")  # fmt: skip
+    if "int8" in inference and "fp32" in inference:
+        gain = inference["fp32"] / inference["int8"]
+        ref = REFERENCE_INFERENCE_MS["fp32"] / REFERENCE_INFERENCE_MS["int8"]
+        lines.append(f"  int8 file vs fp32 ResNet-20 here: {gain:.1f}x faster "
+                     f"(course machine {ref:.1f}x; without VNNI/AMX int8 gains "
+                     "little: notebook 02)")  # fmt: skip
+    per_nb = ", ".join(
+        f"{nb} {m:.0f} ({lo:.0f}-{hi:.0f})" for nb, (lo, m, hi) in pred.items()
+    )
+    lines.append(f"predicted full-mode minutes per notebook: {per_nb}")
     problems = [ln for ln in lines if ln.startswith("PROBLEM")]
     lines.append(
         f"{len(problems)} problem(s)" if problems else "ready: no problems found"

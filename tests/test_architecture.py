@@ -21,6 +21,7 @@ CORE = {
     "lwt.measure",
     "lwt.pareto",
     "lwt.cpu",
+    "lwt.stats",
     "lwt._lookup",
 }
 # Technique units: a module, or a subpackage copied as one folder.
@@ -28,6 +29,7 @@ TECHNIQUES = {
     "lwt.pruning",
     "lwt.quantization",
     "lwt.deploy",
+    "lwt.saturation",
     "lwt.lowrank",
     "lwt.transfer",
     "lwt.distill",
@@ -198,6 +200,26 @@ COPY_CHECKS = {
     "deploy.py": """
         import deploy
         assert callable(deploy.export_onnx) and callable(deploy.top1_agreement)
+    """,
+    "saturation.py": """
+        import numpy as np, onnx, torch
+        from onnx import TensorProto, helper, numpy_helper
+        from saturation import saturation_report
+        w = np.array([[127, 127]], np.int8)
+        nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                 helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+                 helper.make_node("DequantizeLinear", ["w", "s"], ["wd"]),
+                 helper.make_node("Gemm", ["d", "wd"], ["y"], transB=1)]
+        inits = [numpy_helper.from_array(np.array(1.0, np.float32), "s"),
+                 numpy_helper.from_array(np.array(0, np.uint8), "z"),
+                 numpy_helper.from_array(w, "w")]
+        g = helper.make_graph(nodes, "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])], inits)
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]),
+                  "g.onnx")
+        (row,) = saturation_report("g.onnx", [torch.full((1, 2), 255.0)])
+        assert row["max_pair"] == 64770 and row["saturating"] == 1
     """,
 }
 

@@ -11,6 +11,7 @@ from torch import nn
 from lwt import data, deploy, measure, models, quantization, train, zoo
 from lwt.pareto import pareto_front
 from lwt.recipes import combined
+from lwt.saturation import saturation_report
 
 pytest.importorskip("onnxruntime")
 
@@ -157,7 +158,7 @@ def test_deployed_file_keeps_the_qat_integers_and_cannot_saturate(tiny):
     assert all((a == b).all() for a, b in zip(stored, trained, strict=True))
     assert max(int(abs(a).max()) for a in stored) == 63
     x = torch.cat([b[0] for b in _batches(seed=1)])
-    rows = deploy.saturation_report(path, [x])
+    rows = saturation_report(path, [x])
     assert rows and all(r["saturating"] == 0 for r in rows)
     assert all(r["max_pair"] <= 2 * 255 * 63 for r in rows)
 
