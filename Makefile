@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(if $(WHEELHOUSE),,$(PY) -m pip install --quiet --upgrade pip)
 	$(PY) -m pip install --quiet $(PIP_SOURCE) -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet $(PIP_SOURCE) --no-deps -e .
 	touch $(STAMP)
 
 # Jupyter refuses to run as root (containers, cloud VMs) unless told it may.
@@ -57,7 +57,7 @@ test: $(STAMP) browser emulator  ## unit tests, notebooks in a browser, student 
 # here when missing and this is a root shell with apt-get; else the test says what to do.
 # LWT_BROWSER=none (no browser test) needs none.
 CHROMIUM := $(or $(LWT_CHROMIUM),$(shell command -v chromium chromium-browser \
-	google-chrome 2>/dev/null | head -n1),/usr/bin/chromium)
+	google-chrome chrome 2>/dev/null | head -n1),/usr/bin/chromium)
 APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	--no-install-recommends chromium >/dev/null
 browser:  ## Debian's Chromium for the browser test (apt-get, as root), if missing
@@ -87,7 +87,7 @@ WHEELS ?= wheelhouse
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 wheelhouse: $(STAMP)  ## download every wheel into $(WHEELS)/ (then: make lab WHEELHOUSE=...)
 	$(PY) -m pip download --quiet -d $(WHEELS) --index-url $(TORCH_INDEX) torch torchvision
-	ls $(WHEELS) | sed -n 's/^\(torch\|torchvision\)-\([^-]*\)-.*\.whl$$/\1==\2/p' \
+	ls $(WHEELS) | sed -nE 's/^(torch|torchvision)-([^-]+)-.*\.whl$$/\1==\2/p' \
 		> $(WHEELS)/constraints.txt
 	$(PY) -m pip download --quiet -d $(WHEELS) --find-links $(WHEELS) \
 		-c $(WHEELS)/constraints.txt -r requirements.txt

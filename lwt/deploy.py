@@ -277,8 +277,6 @@ def quantize_onnx(
             _Reader("input", calibration),
             quant_format=oq.QuantFormat.QDQ,
             per_channel=per_channel,
-            # a weight no override covers (another op type) still gets 7 bits
-            reduce_range=weight_bits == 7,
             activation_type=oq.QuantType.QUInt8,
             weight_type=oq.QuantType.QInt8,
             calibrate_method=methods[method],
@@ -289,7 +287,21 @@ def quantize_onnx(
     return strip(out)
 
 
-def _options(threads: int, precise: bool):  # noqa: ANN202
+def _has_vnni() -> bool | None:
+    """Whether Linux's ``/proc/cpuinfo`` lists VNNI (None elsewhere: unknown).
+    ``lwt.cpu`` reports every feature; this file stays copyable alone."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        key, _, flags = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return bool({"avx512_vnni", "avx_vnni"} & set(flags.split()))
+    return None
+
+
+def _options(threads: int, precise: bool | None):  # noqa: ANN202
     import onnxruntime as ort
 
     if threads < 1:
@@ -298,19 +310,24 @@ def _options(threads: int, precise: bool):  # noqa: ANN202
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    if precise:  # microsoft/onnxruntime#12088; no effect on VNNI/AMX or ARM
+    if precise is None:  # on unless the CPU is known to have VNNI
+        precise = _has_vnni() is not True
+    if precise:  # microsoft/onnxruntime#12088
         opts.add_session_config_entry("session.x64quantprecision", "1")
     return opts
 
 
-def session(path: str | Path, *, threads: int = 1, precise: bool = True):  # noqa: ANN201
+def session(path: str | Path, *, threads: int = 1, precise: bool | None = None):  # noqa: ANN201
     """An ONNX Runtime CPU session with all graph optimizations (QDQ fusion) on.
 
-    ``precise`` (default) sets ``session.x64quantprecision``: on an x86 CPU without
-    VNNI, an int8 layer whose weights leave [-64, 63] then runs in the slower
-    uint8 × uint8 kernel instead of the saturating uint8 × int8 one (see
-    :func:`quantize_onnx`); lwt's own 7-bit files never need it. ``precise=False``
-    runs a file as a program with ONNX Runtime's default options would.
+    ``precise`` sets ONNX Runtime's ``session.x64quantprecision``: an int8 layer whose
+    weights leave [-64, 63] then runs in the slower uint8 × uint8 kernel instead of
+    the uint8 × int8 one that saturates on x86 CPUs without VNNI (see
+    :func:`quantize_onnx`). In ONNX Runtime 1.32 this applies on VNNI/AMX CPUs too,
+    where it only costs time; so ``None`` (the default) sets it unless the CPU has
+    VNNI (``/proc/cpuinfo``; unknown features: set). lwt's own 7-bit
+    files are never affected. ``precise=False`` runs a file as a program with ONNX
+    Runtime's default options would.
     """
     import onnxruntime as ort
 
@@ -325,11 +342,12 @@ class OrtModel(nn.Module):
     Args:
         path: the ``.onnx`` file.
         threads: ONNX Runtime intra-op threads.
-        precise: ``session.x64quantprecision`` on (see :func:`session`).
+        precise: ``session.x64quantprecision`` (see :func:`session`; None: on unless
+            the CPU has VNNI).
     """
 
     def __init__(
-        self, path: str | Path, *, threads: int = 1, precise: bool = True
+        self, path: str | Path, *, threads: int = 1, precise: bool | None = None
     ) -> None:
         super().__init__()
         self.path = Path(path)
@@ -441,7 +459,7 @@ def profile_onnx(
 
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    opts = _options(threads, precise=True)
+    opts = _options(threads, precise=None)
     opts.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:  # the trace file goes here
         opts.profile_file_prefix = str(Path(tmp) / "ort")

@@ -81,10 +81,31 @@ def _integer_layers(model) -> list[dict]:  # noqa: ANN001
         if w.dtype != np.int8:
             continue  # uint8 weights: a widening kernel, nothing to saturate
         zp = 0
-        if len(act.input) > 2 and act.input[2] in inits:
+        if len(act.input) > 2 and act.input[2]:
+            if act.input[2] not in inits:
+                raise ValueError(f"{node.name}: the activation zero point is not an "
+                                 "initializer (unsupported)")  # fmt: skip
             zp = int(numpy_helper.to_array(inits[act.input[2]]).reshape(-1)[0])
+        _supported(node, w)
         layers.append({"node": node, "codes": act.input[0], "zero_point": zp, "w": w})
     return layers
+
+
+def _supported(node, w: np.ndarray) -> None:  # noqa: ANN001
+    """Refuse the layer forms whose reduction this report does not model."""
+    why = None
+    if node.op_type == "Conv" and w.ndim != 4:
+        why = f"a {w.ndim - 2}-D convolution (only 2-D)"
+    elif node.op_type == "Conv" and _attr(node, "auto_pad", b"NOTSET") not in (
+        b"NOTSET", "NOTSET"
+    ):
+        why = "auto_pad (only explicit pads)"
+    elif node.op_type == "Gemm" and _attr(node, "transA", 0):
+        why = "Gemm with transA"
+    elif node.op_type == "MatMul" and w.ndim != 2:
+        why = f"a MatMul weight of rank {w.ndim} (only 2)"
+    if why:
+        raise ValueError(f"{node.name or node.op_type}: {why} is not supported")
 
 
 def _pairs_stats(a: Tensor, w: Tensor) -> tuple[int, int, int]:

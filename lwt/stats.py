@@ -57,8 +57,8 @@ def mcnemar(correct_a: Tensor, correct_b: Tensor) -> Paired:
     """McNemar's exact test of two models' per-image correctness (bool tensors)."""
     a, b = torch.as_tensor(correct_a).bool(), torch.as_tensor(correct_b).bool()
     if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
-        raise ValueError(f"need two non-empty 1-D masks of one length, got "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")  # fmt: skip
+        raise ValueError(f"correct_a and correct_b must be non-empty 1-D masks of one "
+                         f"length, got {tuple(a.shape)} and {tuple(b.shape)}")  # fmt: skip
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     m = only_a + only_b
     tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2**m
@@ -116,9 +116,11 @@ def speedup(
         raise ValueError(f"rounds must be >= 2 for an interval, got {rounds}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
     if len(base) % rounds or len(new) % rounds or not base or not new:
-        raise ValueError(f"samples ({len(base)}, {len(new)}) do not split into "
-                         f"{rounds} rounds")  # fmt: skip
+        raise ValueError(f"base and new ({len(base)} and {len(new)} samples) must each "
+                         f"split into {rounds} rounds of equal length")  # fmt: skip
     split = [[list(s[i * len(s) // rounds:(i + 1) * len(s) // rounds])
               for i in range(rounds)] for s in (base, new)]  # fmt: skip
     rng = random.Random(seed)
@@ -129,8 +131,8 @@ def speedup(
         b = [t for i in pick for t in split[1][i]]
         ratios.append(statistics.median(a) / statistics.median(b))
     ratios.sort()
-    lo = ratios[int((1 - confidence) / 2 * resamples)]
-    hi = ratios[min(resamples - 1, int((1 + confidence) / 2 * resamples))]
+    k = min(resamples - 1, round((1 - confidence) / 2 * resamples))
+    lo, hi = ratios[k], ratios[resamples - 1 - k]
     return Speedup(statistics.median(base) / statistics.median(new), lo, hi)
 
 

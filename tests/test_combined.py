@@ -254,3 +254,19 @@ def test_deployed_path_is_checked(tmp_path):
     f.write_bytes(f.read_bytes()[:-1] + b"\0")
     with pytest.raises(ValueError, match="sha256"):
         zoo.deployed_path("resnet20-combined", tmp_path / "ck")
+
+
+def test_build_uses_the_weight_grid_the_checkpoint_was_trained_on():
+    from lwt import recipes
+
+    cfg = recipes.config("resnet20-combined")
+    arch = {k: v for k, v in zoo.read_manifest()["resnet20-combined"]["arch"].items()
+            if k != "weight_bits"}  # fmt: skip
+
+    def weight_bits(m):
+        return {q.bits for q in m.modules()
+                if isinstance(q, quantization.FakeQuant) and q.dynamic}  # fmt: skip
+
+    assert weight_bits(combined.build(cfg, arch)) == {8}  # entries older than the field
+    for bits in (7, 8):
+        assert weight_bits(combined.build(cfg, {**arch, "weight_bits": bits})) == {bits}

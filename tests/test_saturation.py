@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lwt import data, deploy, models, zoo
+from lwt import cpu, data, deploy, models, zoo
 from lwt.saturation import PAIR_LIMIT, saturation_report
 
 pytest.importorskip("onnxruntime")
@@ -103,8 +103,7 @@ def test_naive_eight_bit_file_saturates_and_lwts_does_not(lenet_files):
 def test_report_agrees_with_the_avx2_accuracy_table():
     """Issue 27's table (dense ResNet-20, AVX2-only EPYC): ONNX Runtime's 8-bit
     weights lost 0.7 pt there, 7-bit weights 0.03 pt. The report, on a VNNI machine
-    or any other, finds many saturating pairs in the first and large in the second
-    none."""
+    or any other, finds many saturating pairs in the first and none in the second."""
     model = zoo.load_pretrained("resnet20")
     tr = data.load_dataset("cifar10", True, subset=256, seed=0, download=False)
     te = data.load_dataset("cifar10", False, subset=32, seed=0, download=False)
@@ -143,12 +142,18 @@ def test_shipped_deployed_files_cannot_saturate():
 def test_lwt_sessions_set_the_precise_option(lenet_files):
     _, files = lenet_files
     key = "session.x64quantprecision"
-    on = deploy.session(files[8]).get_session_options()
+    on = deploy.session(files[8], precise=True).get_session_options()
     off = deploy.session(files[8], precise=False).get_session_options()
     assert on.get_session_config_entry(key) == "1"
+    auto = deploy.session(files[8]).get_session_options()
+    if cpu.cpu_features().get("VNNI") is True:  # None: set unless the CPU has VNNI
+        with pytest.raises(RuntimeError, match=key):
+            auto.get_session_config_entry(key)
+    else:
+        assert auto.get_session_config_entry(key) == "1"
     with pytest.raises(RuntimeError, match=key):  # ONNX Runtime's default: unset
         off.get_session_config_entry(key)
-    assert deploy.OrtModel(files[7]).session.get_session_options(
+    assert deploy.OrtModel(files[7], precise=True).session.get_session_options(
     ).get_session_config_entry(key) == "1"  # fmt: skip
 
 

@@ -302,11 +302,12 @@ def compress_and_deploy(
 
 def build(config: Config, arch: dict) -> nn.Module:
     """The pruned shapes (``arch["widths"]``, without the blocks in
-    ``arch["dropped"]``), prepared for quantization, with the activation ranges
-    loaded from the checkpoint."""
+    ``arch["dropped"]``), prepared for quantization on the weight grid the checkpoint
+    was trained on (``arch["weight_bits"]``; 8 in entries older than the field), with
+    the activation ranges loaded from the checkpoint."""
     model = _pruned_shapes(config, arch)  # filters.build: reads only base and widths
     pruning.drop_blocks(model, arch.get("dropped", []))
-    qmodel = quantization.quantize_model(model, weight_bits=config.weight_bits)
+    qmodel = quantization.quantize_model(model, weight_bits=arch.get("weight_bits", 8))
     return quantization.set_mode(qmodel, observe=False, quantize=True)
 
 
@@ -361,7 +362,8 @@ def run(
     return Result(
         qmodel,
         epochs + qat_epochs,
-        arch={"widths": widths, "dropped": list(config.drop)},
+        arch={"widths": widths, "dropped": list(config.drop),
+              "weight_bits": config.weight_bits},  # fmt: skip
         schedule=schedule,
     )
 
