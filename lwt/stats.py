@@ -7,6 +7,8 @@ tests, and speed-up intervals from alternating rounds.
   right carry information (``b``: A right and B wrong, ``c``: the reverse). McNemar's
   exact test (McNemar 1947): under "no difference" ``b ~ Binomial(b + c, 1/2)``;
   two-sided ``p = min(1, 2 P(X ≤ min(b, c)))``.
+- **The difference of two accuracies** on the same images: the mean of the per-image
+  differences with its normal-approximation interval (``paired_difference``).
 - **A speed-up** ``median(t_base) / median(t_new)`` measured in alternating rounds
   (``measure.compare_latency``): a percentile bootstrap over rounds (Efron & Tibshirani
   1993), resampling the same rounds for both models, so the drift of a shared machine
@@ -64,6 +66,19 @@ def mcnemar(correct_a: Tensor, correct_b: Tensor) -> Paired:
     tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2**m
     return Paired(float(a.float().mean()), float(b.float().mean()), only_a, only_b,
                   min(1.0, 2 * tail), len(a))  # fmt: skip
+
+
+def paired_difference(
+    correct_a: Tensor, correct_b: Tensor, *, z: float = 1.96
+) -> tuple[float, float, float]:
+    """Accuracy of A minus accuracy of B on the same images, with its normal-
+    approximation interval from the per-image differences ``d_i ∈ {-1, 0, 1}``:
+    ``mean(d) ± z · sd(d) / sqrt(n)`` (95 % at z = 1.96)."""
+    mcnemar(correct_a, correct_b)  # the same checks of the masks
+    d = torch.as_tensor(correct_a).float() - torch.as_tensor(correct_b).float()
+    mean = float(d.mean())
+    half = z * float(d.std()) / len(d) ** 0.5 if len(d) > 1 else float("inf")
+    return mean, mean - half, mean + half
 
 
 @torch.no_grad()
@@ -136,5 +151,5 @@ def speedup(
     return Speedup(statistics.median(base) / statistics.median(new), lo, hi)
 
 
-__all__ = ["Paired", "Speedup", "correct_mask", "mcnemar", "speedup",
-           "wilson_interval"]  # fmt: skip
+__all__ = ["Paired", "Speedup", "correct_mask", "mcnemar", "paired_difference",
+           "speedup", "wilson_interval"]  # fmt: skip

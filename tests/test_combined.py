@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lwt import data, deploy, measure, models, quantization, train, zoo
+from lwt import data, deploy, measure, models, quantization, stats, train, zoo
 from lwt.pareto import pareto_front
 from lwt.recipes import combined
 from lwt.saturation import saturation_report
@@ -225,20 +225,28 @@ def _ci_data():
 
 
 def test_resnet20_combined_meets_the_targets():
-    """Issue 13: <= 1.5 pt below the dense fp32 ResNet-20 (the deployed ONNX Runtime
-    int8 file on the full test set), file >= 8x smaller than the fp32 torch.save; the
-    deployed file agrees with the torch fake-quant model (notebook 02's bound)."""
+    """Issue 13's targets, judged by issue 28's rule: the file >= 8x smaller than the
+    fp32 torch.save, and <= 1.5 pt below the dense fp32 ResNet-20 on the full test set
+    — reached, or missed by less than the measurement's uncertainty (the paired 95 %
+    interval of the loss reaches 1.5 pt); the deployed file scores its manifest
+    accuracy here and agrees with the torch fake-quant model (notebook 02's bound).
+    The 7-bit file of 2026-12-05 is 1.53 pt below, interval [1.07, 1.99]: within
+    noise, and notebook 07 says "not reached"."""
     manifest = zoo.read_manifest()
     entry, dense = manifest["resnet20-combined"], manifest["resnet20"]
     deployed = entry["deployed"]
     path = zoo.deployed_path("resnet20-combined")
     assert path.stat().st_size == deployed["bytes"]
     assert dense["bytes"] / deployed["bytes"] >= 8
-    assert dense["test_accuracy"] - deployed["test_accuracy"] <= 0.015 + 1e-9
     test = data.BatchLoader(_ci_data(), 500)
     run = deploy.OrtModel(path)
-    acc = train.evaluate(run, test)
-    assert acc == pytest.approx(deployed["test_accuracy"], abs=1e-4)
+    mask = stats.correct_mask(run, test)
+    assert mask.float().mean().item() == pytest.approx(deployed["test_accuracy"], abs=1e-4)
+    dense_mask = stats.correct_mask(zoo.load_pretrained("resnet20"), test)
+    loss, low, _ = stats.paired_difference(dense_mask, mask)
+    assert loss == pytest.approx(dense["test_accuracy"] - deployed["test_accuracy"],
+                                 abs=1e-4)  # fmt: skip
+    assert low <= 0.015, f"loss {loss:.4f}: the target is missed beyond noise"
     q = zoo.load_pretrained("resnet20-combined")
     sub = data.load_dataset("cifar10", False, subset=1000, seed=0, download=False)
     agree = deploy.top1_agreement(run, q, data.BatchLoader(sub, 500))

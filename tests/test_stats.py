@@ -58,3 +58,11 @@ def test_speedup_interval_excludes_one_only_for_a_real_difference():
         stats.speedup(base, fast, rounds=1)
     with pytest.raises(ValueError, match="split"):
         stats.speedup(base[:-1], fast, rounds=rounds)
+
+
+def test_paired_difference_by_hand():
+    a = torch.tensor([1, 1, 1, 0], dtype=torch.bool)
+    b = torch.tensor([1, 0, 1, 1], dtype=torch.bool)
+    mean, lo, hi = stats.paired_difference(a, b)
+    # d = (0, 1, 0, -1): mean 0, sd sqrt(2/3), half-width 1.96 * sd / 2
+    assert mean == 0 and hi == pytest.approx(1.96 * (2 / 3) ** 0.5 / 2) and lo == -hi
