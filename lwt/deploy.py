@@ -209,6 +209,13 @@ def _weight_overrides(fp32: str | Path, bits: int, per_channel: bool) -> dict:
     return out
 
 
+def _input_name(path: str | Path) -> str:
+    """The name of an ONNX graph's first input (``export_onnx`` writes ``input``)."""
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+
+
 def quantize_onnx(
     fp32: str | Path,
     out: str | Path,
@@ -274,7 +281,7 @@ def quantize_onnx(
         oq.quantize_static(
             str(fp32),
             str(out),
-            _Reader("input", calibration),
+            _Reader(_input_name(fp32), calibration),
             quant_format=oq.QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=oq.QuantType.QUInt8,
@@ -427,19 +434,17 @@ def op_counts(path: str | Path, *, optimized: bool = False) -> dict[str, int]:
     import onnx
     import onnxruntime as ort
 
-    path = str(path)
-    if optimized:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3  # (a warning: the saved graph is machine-specific)
-        opts.optimized_model_filepath = path + ".opt.onnx"
-        ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-        path = opts.optimized_model_filepath
-    counts: dict[str, int] = {}
-    for node in onnx.load(path).graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    if optimized:
-        Path(path).unlink()
+    with tempfile.TemporaryDirectory() as tmp:  # nothing written beside the model
+        if optimized:
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3  # (warns: the saved graph is machine-specific)
+            opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            path = opts.optimized_model_filepath
+        counts: dict[str, int] = {}
+        for node in onnx.load(str(path)).graph.node:
+            counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items()))
 
 

@@ -84,6 +84,7 @@ class Distiller(nn.Module):
         train(kd, loader, epochs, opt, loss_fn=kd.loss)
 
     In eval mode only the student runs. ``state_dict()`` holds only the student.
+    The teacher is put in eval mode (and kept there); nothing else about it changes.
     """
 
     def __init__(
@@ -99,7 +100,7 @@ class Distiller(nn.Module):
             raise ValueError("student and teacher must be different modules")
         super().__init__()
         self.student, self.T, self.alpha = student, float(T), float(alpha)
-        teacher.eval().requires_grad_(False)
+        teacher.eval()  # requires_grad stays the caller's: it runs under no_grad.
         # Kept out of the module tree: not in state_dict() or parameters().
         self._teacher = [teacher]
         self.teacher_logits: Tensor | None = None

@@ -91,16 +91,18 @@ def check_data() -> list[str]:
 
 
 def check_checkpoints() -> list[str]:
-    """Every manifest entry's file present with the recorded sha256."""
+    """Every manifest entry's file, and deployed file, present with its sha256."""
     folder = zoo.checkpoint_dir()
     manifest = zoo.read_manifest(folder)
     if not manifest:
         return [f"PROBLEM: no manifest in {folder}. Fix: {FIX_CHECKPOINTS}"]
     bad = []
     for name, entry in manifest.items():
-        path = folder / entry["file"]
-        if not path.exists() or zoo.sha256_of(path) != entry["sha256"]:
-            bad.append(name)
+        files = [entry, *([entry["deployed"]] if "deployed" in entry else [])]
+        for e in files:  # the checkpoint and its deployed file, if any
+            path = folder / e["file"]
+            if not path.exists() or zoo.sha256_of(path) != e["sha256"]:
+                bad.append(name if e is entry else e["file"])
     lines = [
         f"checkpoints: {len(manifest) - len(bad)} of {len(manifest)} verified (sha256)"
     ]

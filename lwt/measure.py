@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import gzip
 import io
+import itertools
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -72,12 +73,15 @@ def flop_counts(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int
     FLOPs count a multiply-add as 2, as ``torch.utils.flop_counter`` does.
     """
     _check_shape(input_shape)
+    tensors = itertools.chain(model.parameters(), model.buffers())
+    device = next((t.device for t in tensors), torch.device("cpu"))  # none: the CPU
     was_training = model.training
     model.eval()
-    x = torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-    with FlopCounterMode(display=False) as counter:
-        model(x)
-    model.train(was_training)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)  # the caller's mode, even when the forward fails
     out = {"": int(counter.get_total_flops())}
     for key, ops in counter.get_flop_counts().items():
         if key != "Global":

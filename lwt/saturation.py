@@ -124,7 +124,7 @@ def _pairs_stats(a: Tensor, w: Tensor) -> tuple[int, int, int]:
 
 
 def _conv_columns(codes: Tensor, node, zp: int, w: np.ndarray):  # noqa: ANN001, ANN202
-    """Per group: (activation columns [N, K, L] in (kh, kw, c) order, weights [O, K])."""
+    """Per group: activation columns [N, K, L] in (kh, kw, c) order, weights [O, K]."""
     kh, kw = w.shape[2:]
     pads = list(_attr(node, "pads", [0, 0, 0, 0]))
     stride = tuple(_attr(node, "strides", [1, 1]))
@@ -189,16 +189,18 @@ def saturation_report(
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         if max_images is not None:
             x = x[: max_images - seen]
-        out = dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: x.numpy()})))
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        out = dict(zip(names, sess.run(None, feed), strict=True))
         for lay, row in zip(layers, rows, strict=True):
             codes = out[lay["codes"]]
             shift = 128 if codes.dtype == np.int8 else 0  # int8 codes run as uint8
             a = torch.from_numpy(codes.astype(np.float32) + shift)
-            if lay["node"].op_type == "Conv":
-                parts = _conv_columns(a, lay["node"], lay["zero_point"] + shift, lay["w"])
+            node, zp = lay["node"], lay["zero_point"] + shift
+            if node.op_type == "Conv":
+                parts = _conv_columns(a, node, zp, lay["w"])
             else:
                 w = torch.from_numpy(lay["w"].astype(np.float32))
-                if lay["node"].op_type == "MatMul" or not _attr(lay["node"], "transB", 0):
+                if node.op_type == "MatMul" or not _attr(node, "transB", 0):
                     w = w.T
                 parts = [(a.reshape(-1, a.shape[-1])[:, :, None], w)]
             for cols, w in parts:

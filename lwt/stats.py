@@ -27,7 +27,9 @@ import torch
 from torch import Tensor
 
 
-def wilson_interval(correct: int, total: int, *, z: float = 1.96) -> tuple[float, float]:
+def wilson_interval(
+    correct: int, total: int, *, z: float = 1.96
+) -> tuple[float, float]:
     """The Wilson score interval of an accuracy ``correct / total`` (95 % at z=1.96)."""
     if total < 1 or not 0 <= correct <= total:
         raise ValueError(f"need 0 <= correct <= total and total >= 1, got "
@@ -59,8 +61,9 @@ def mcnemar(correct_a: Tensor, correct_b: Tensor) -> Paired:
     """McNemar's exact test of two models' per-image correctness (bool tensors)."""
     a, b = torch.as_tensor(correct_a).bool(), torch.as_tensor(correct_b).bool()
     if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
-        raise ValueError(f"correct_a and correct_b must be non-empty 1-D masks of one "
-                         f"length, got {tuple(a.shape)} and {tuple(b.shape)}")  # fmt: skip
+        raise ValueError(f"correct_a and correct_b must be non-empty 1-D masks of "
+                         f"one length, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")  # fmt: skip
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     m = only_a + only_b
     tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2**m

@@ -269,7 +269,7 @@ def _deploy(name: str, method, model: nn.Module, directory: Path) -> dict:  # no
     }
 
 
-def _main(argv: list[str] | None = None) -> None:
+def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m lwt.zoo", description=__doc__.split("\n")[0]
     )
@@ -298,22 +298,32 @@ def _main(argv: list[str] | None = None) -> None:
     elif args.cmd == "list":
         print(json.dumps(read_manifest(), indent=2))
     else:
-        for name, entry in read_manifest().items():
-            model = load_pretrained(name)
-            _, te = data.get_loaders(recipes.dataset_of(name))
+        return 1 if verify() else 0
+    return 0
+
+
+def verify(names: list[str] | None = None, directory: Path | None = None) -> list[str]:
+    """Re-check each checkpoint (and deployed file): sha256, and the full test-set
+    accuracy against the manifest's (to its 4 decimals). Prints one line each;
+    returns the mismatches (empty: all verified)."""
+    manifest = read_manifest(directory)
+    bad = []
+    for name in names or list(manifest):
+        entry = manifest[name]
+        _, te = data.get_loaders(recipes.dataset_of(name))
+        runs = [(name, entry, load_pretrained(name, directory))]
+        if "deployed" in entry:
+            ort = deploy.OrtModel(deployed_path(name, directory))
+            runs.append((f"  {entry['deployed']['file']}", entry["deployed"], ort))
+        for label, e, model in runs:
             acc = train.evaluate(model, te)
-            print(
-                f"{name}: sha256 ok, test accuracy {acc:.4f} "
-                f"(manifest {entry['test_accuracy']:.4f})"
-            )
-            if "deployed" in entry:
-                ort = deploy.OrtModel(deployed_path(name))
-                print(
-                    f"  {entry['deployed']['file']}: sha256 ok, test accuracy "
-                    f"{train.evaluate(ort, te):.4f} "
-                    f"(manifest {entry['deployed']['test_accuracy']:.4f})"
-                )
+            ok = abs(acc - e["test_accuracy"]) < 5e-5
+            print(f"{label}: sha256 ok, test accuracy {acc:.4f} (manifest "
+                  f"{e['test_accuracy']:.4f}){'' if ok else '  MISMATCH'}")  # fmt: skip
+            if not ok:
+                bad.append(label.strip())
+    return bad
 
 
 if __name__ == "__main__":
-    _main()
+    raise SystemExit(_main())

@@ -29,6 +29,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 _SECTIONS: dict[str, list[str]] = {}
 
 
+@pytest.fixture(scope="module")
+def lenet_int8_files(tmp_path_factory):
+    """A random LeNet-5 quantized by ``deploy.quantize_onnx`` with 7- and 8-bit
+    weights, and its calibration inputs (tests/test_saturation.py, test_portability)."""
+    import torch
+
+    from lwt import deploy, models
+
+    torch.manual_seed(0)
+    model = models.create_model("lenet5").eval()
+    calib = [torch.rand(32, 1, 28, 28) * 3 - 0.4 for _ in range(4)]
+    d = tmp_path_factory.mktemp("lenet")
+    fp32 = deploy.export_onnx(model, (1, 28, 28), d / "fp32.onnx")
+    files = {
+        b: deploy.quantize_onnx(fp32, d / f"w{b}.onnx", calib, weight_bits=b)
+        for b in (7, 8)
+    }
+    return calib, files
+
+
 @pytest.fixture
 def summary(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
     """``summary(title, line)``: print ``line`` under ``title`` at the end."""

@@ -73,7 +73,8 @@ def test_teacher_stays_frozen_in_eval_and_sees_the_same_batch():
     kd.loss(logits, y).backward()
     opt.step()
     assert all(p.grad is None for p in teacher.parameters())
-    assert all(not p.requires_grad for p in teacher.parameters())
+    # no gradient reaches it, and its requires_grad stays the caller's (issue 29)
+    assert all(p.requires_grad for p in teacher.parameters())
     after = teacher.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN stats too
     assert set(kd.state_dict()) == {"student.weight", "student.bias"}
@@ -120,3 +121,4 @@ def test_students_fit_the_budget(name):
     shape = models.input_shape_of(name)
     assert student(torch.randn(2, *shape)).shape == (2, 10)
     assert models.dataset_of(name) == "cifar10"
+

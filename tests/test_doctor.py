@@ -59,3 +59,15 @@ def test_a_ready_machine_exits_zero(capsys):
     assert doctor.main(probe_seconds=0.2) == 0
     out = capsys.readouterr().out
     assert "ready: no problems found" in out and "predicted full-mode minutes" in out
+
+
+def test_a_corrupted_deployed_file_is_a_problem(monkeypatch, tmp_path):
+    """Issue 29: make check did not verify the deployed .onnx files."""
+    folder = tmp_path / "ck"
+    shutil.copytree(zoo.checkpoint_dir(), folder)
+    raw = bytearray((folder / "resnet20-combined.onnx").read_bytes())
+    raw[-10] ^= 1
+    (folder / "resnet20-combined.onnx").write_bytes(bytes(raw))
+    monkeypatch.setenv("LWT_CHECKPOINT_DIR", str(folder))
+    bad = [ln for ln in doctor.check_checkpoints() if ln.startswith("PROBLEM")]
+    assert len(bad) == 1 and "resnet20-combined.onnx" in bad[0]

@@ -151,3 +151,24 @@ def test_compare_latency_alternates_and_pools_rounds():
     assert calls.count("a") == calls.count("b") == 3 * 7
     with pytest.raises(ValueError, match="rounds"):
         measure.compare_latency(fns, torch.zeros(1), rounds=0)
+
+
+def test_flop_counts_of_a_model_without_parameters_and_mode_restored_on_error():
+    """Issue 29: a parameter-free model raised StopIteration; a failing forward left
+    the model in eval mode."""
+    assert measure.flop_counts(nn.Sequential(nn.Flatten(), nn.ReLU()), (1, 4, 4)) == {
+        "": 0
+    }
+
+    class Boom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    m = Boom().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        measure.flop_counts(m, (4,))
+    assert m.training

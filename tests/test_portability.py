@@ -1,8 +1,8 @@
 """The int8 files on a CPU without VNNI, run for real (issue 27).
 
-ONNX Runtime picks its int8 kernels from the CPU's features (``cpuid``). QEMU's user-mode
-emulator (``qemu-x86_64 -cpu Haswell``: AVX2, no AVX-512, no VNNI, no AMX) runs this
-environment's Python and ONNX Runtime as on such a CPU, so the saturating
+ONNX Runtime picks its int8 kernels from the CPU's features (``cpuid``). QEMU's
+user-mode emulator (``qemu-x86_64 -cpu Haswell``: AVX2, no AVX-512, no VNNI, no AMX)
+runs this environment's Python and ONNX Runtime as on such a CPU, so the saturating
 ``vpmaddubsw`` kernels of an AVX2 laptop run here too, on any x86-64 machine (slowly:
 accuracy, never speed). A control proves it: an 8-bit-weight file computes other logits
 under the emulator, a 7-bit one the same.
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import torch
 
-from lwt import data, deploy, models, zoo
+from lwt import data, deploy, zoo
 
 pytest.importorskip("onnxruntime")
 
@@ -38,7 +38,7 @@ RUN = textwrap.dedent("""
     import numpy as np
     import onnxruntime as ort
     path, inputs, out = sys.argv[1:4]
-    opts = ort.SessionOptions()  # ONNX Runtime's defaults, as another program runs a file
+    opts = ort.SessionOptions()  # ONNX Runtime's defaults, as other programs run it
     opts.intra_op_num_threads, opts.log_severity_level = 1, 3
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     x = np.load(inputs)
@@ -77,27 +77,14 @@ def emulate(tmp_path_factory):
     return run
 
 
-@pytest.fixture(scope="module")
-def lenet_files(tmp_path_factory):
-    torch.manual_seed(0)
-    model = models.create_model("lenet5").eval()
-    calib = [torch.rand(32, 1, 28, 28) * 3 - 0.4 for _ in range(4)]
-    d = tmp_path_factory.mktemp("lenet")
-    fp32 = deploy.export_onnx(model, (1, 28, 28), d / "fp32.onnx")
-    files = {
-        b: deploy.quantize_onnx(fp32, d / f"w{b}.onnx", calib, weight_bits=b)
-        for b in (7, 8)
-    }
-    return torch.cat(calib), files
-
-
 def _native(path, x: torch.Tensor) -> torch.Tensor:
     return deploy.OrtModel(path, precise=False)(x)
 
 
-def test_the_emulator_runs_the_saturating_kernels(emulate, lenet_files):
+def test_the_emulator_runs_the_saturating_kernels(emulate, lenet_int8_files):
     """Control: 8-bit weights compute other logits without VNNI, 7-bit the same."""
-    x, files = lenet_files
+    calib, files = lenet_int8_files
+    x = torch.cat(calib)
     d8 = (emulate(files[8], x) - _native(files[8], x)).abs().max()
     d7 = (emulate(files[7], x) - _native(files[7], x)).abs().max()
     assert d8 > 1e-2, f"8-bit file: max logit difference {d8:.2e} (no saturation seen)"

@@ -127,3 +127,44 @@ def test_sensitivity_scan_and_rule():
         max_drop=0.02,
     )
     assert rule == {"a": 0.5, "b": 0.0}
+
+
+def test_global_magnitude_prune_prunes_exactly_k_even_with_ties():
+    """Issue 29: ties at the threshold (normal after sharing or quantization) were all
+    pruned: 100 equal weights at amount 0.5 kept none."""
+    m = nn.Sequential(nn.Linear(10, 10, bias=False))
+    with torch.no_grad():
+        m[0].weight.fill_(0.5)
+    pruning.global_magnitude_prune(m, 0.5)
+    assert int(torch.count_nonzero(m[0].weight)) == 50
+    two = nn.Sequential(nn.Linear(4, 5, bias=False), nn.Linear(5, 4, bias=False))
+    with torch.no_grad():
+        two[0].weight.fill_(1.0)
+        two[1].weight.fill_(1.0)
+        two[1].weight[0, :3] = 0.1  # the three smallest go first
+    pruning.global_magnitude_prune(two, 0.25)  # 10 of 40
+    assert int(torch.count_nonzero(two[0].weight)) + int(
+        torch.count_nonzero(two[1].weight)) == 30  # fmt: skip
+    assert int(torch.count_nonzero(two[1].weight[0, :3])) == 0
+
+
+def test_han_prune_refuses_a_layer_without_a_std_and_changes_nothing():
+    m = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 2, bias=False))
+    with torch.no_grad():
+        m[1].weight.zero_()
+        m[1].weight[0, 0] = 1.0  # one survivor: std undefined (NaN)
+    before = [p.clone() for p in m.parameters()]
+    with pytest.raises(ValueError, match="'1'.*1 nonzero"):
+        pruning.han_prune(m, 1.0)
+    assert not any(hasattr(x, "weight_mask") for x in m)  # untouched
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))
+
+
+def test_gradual_pruning_checks_its_targets_when_made():
+    """Issue 29: {} failed inside training with "max() arg is an empty sequence"."""
+    with pytest.raises(ValueError, match="empty dict"):
+        pruning.GradualPruning({}, begin=0, frequency=1, n_prunes=2)
+    with pytest.raises(ValueError, match="final"):
+        pruning.GradualPruning({"0": 1.5}, begin=0, frequency=1, n_prunes=2)
+    with pytest.raises(TypeError, match="final"):
+        pruning.GradualPruning("0.5", begin=0, frequency=1, n_prunes=2)

@@ -5,24 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from lwt import cpu, data, deploy, models, zoo
+from lwt import cpu, data, deploy, zoo
 from lwt.saturation import PAIR_LIMIT, saturation_report
 
 pytest.importorskip("onnxruntime")
-
-
-@pytest.fixture(scope="module")
-def lenet_files(tmp_path_factory):
-    torch.manual_seed(0)
-    model = models.create_model("lenet5").eval()
-    calib = [torch.rand(32, 1, 28, 28) * 3 - 0.4 for _ in range(4)]
-    d = tmp_path_factory.mktemp("sat")
-    fp32 = deploy.export_onnx(model, (1, 28, 28), d / "fp32.onnx")
-    files = {
-        b: deploy.quantize_onnx(fp32, d / f"w{b}.onnx", calib, weight_bits=b)
-        for b in (7, 8)
-    }
-    return calib, files
 
 
 def _int8_weights(path):
@@ -36,8 +22,8 @@ def _int8_weights(path):
     ]
 
 
-def test_default_grid_is_seven_bits_and_eight_is_onnx_runtimes(lenet_files):
-    _, files = lenet_files
+def test_default_grid_is_seven_bits_and_eight_is_onnx_runtimes(lenet_int8_files):
+    _, files = lenet_int8_files
     w7, w8 = _int8_weights(files[7]), _int8_weights(files[8])
     assert len(w7) == len(w8) == 4  # two convs, two linears
     assert max(int(np.abs(w).max()) for w in w7) == 63
@@ -81,8 +67,8 @@ def test_report_pairs_by_hand(tmp_path):
     assert row["weights"] == (-5, 127)
 
 
-def test_naive_eight_bit_file_saturates_and_lwts_does_not(lenet_files):
-    calib, files = lenet_files
+def test_naive_eight_bit_file_saturates_and_lwts_does_not(lenet_int8_files):
+    calib, files = lenet_int8_files
     r8 = saturation_report(files[8], calib)
     r7 = saturation_report(files[7], calib)
     assert [r["op"] for r in r7] == ["Conv", "Conv", "Gemm", "Gemm"]
@@ -139,8 +125,8 @@ def test_shipped_deployed_files_cannot_saturate():
         assert all(r["saturating"] == 0 for r in rows), name
 
 
-def test_lwt_sessions_set_the_precise_option(lenet_files):
-    _, files = lenet_files
+def test_lwt_sessions_set_the_precise_option(lenet_int8_files):
+    _, files = lenet_int8_files
     key = "session.x64quantprecision"
     on = deploy.session(files[8], precise=True).get_session_options()
     off = deploy.session(files[8], precise=False).get_session_options()
@@ -157,8 +143,8 @@ def test_lwt_sessions_set_the_precise_option(lenet_files):
     ).get_session_config_entry(key) == "1"  # fmt: skip
 
 
-def test_bad_weight_bits_are_refused(lenet_files, tmp_path):
-    calib, _ = lenet_files
+def test_bad_weight_bits_are_refused(lenet_int8_files, tmp_path):
+    calib, _ = lenet_int8_files
     fp32 = tmp_path / "missing.onnx"
     for bad in (4, 16, True, "7"):
         with pytest.raises(ValueError, match="weight_bits"):

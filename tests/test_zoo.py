@@ -262,3 +262,15 @@ def test_lesson_targets_hold_in_the_manifest():
     assert rot["p4cnn"] <= 0.7 * rot["z2cnn"]
     z2, p4 = (zoo.load_pretrained(f"rotmnist-{n}") for n in ("z2cnn", "p4cnn"))
     assert measure.count_params(p4) <= measure.count_params(z2)
+
+
+def test_verify_reports_an_accuracy_that_differs_from_the_manifest(tmp_path, capsys):
+    """Issue 29: ``python -m lwt.zoo verify`` exited 0 on a mismatch."""
+    folder = tmp_path / "ck"
+    shutil.copytree(zoo.checkpoint_dir(), folder)
+    assert zoo.verify(["lenet300"], folder) == []
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["lenet300"]["test_accuracy"] -= 0.01
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert zoo.verify(["lenet300"], folder) == ["lenet300"]
+    assert "MISMATCH" in capsys.readouterr().out

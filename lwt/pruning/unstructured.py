@@ -96,6 +96,11 @@ def han_prune(model: nn.Module, quality: Amounts) -> nn.Module:
     qualities = per_layer(
         quality, layers, "conv/linear layers", value="quality", high=None
     )
+    for name in qualities:  # every layer checked before any is changed
+        alive = int(torch.count_nonzero(layers[name].weight.detach()))
+        if alive < 2:
+            raise ValueError(f"layer {name!r} has {alive} nonzero weight(s): the "
+                             "std of its weights needs at least 2")  # fmt: skip
     for name, q in qualities.items():
         w = layers[name].weight.detach()
         alive = w[w != 0]
@@ -106,15 +111,18 @@ def han_prune(model: nn.Module, quality: Amounts) -> nn.Module:
 def global_magnitude_prune(model: nn.Module, amount: float) -> nn.Module:
     """One magnitude threshold across all conv/linear layers, for a total sparsity.
 
-    Layers with small weights lose more; compare ``sparsity_report`` after.
+    Exactly ``round(amount * n)`` of the ``n`` weights are pruned, the smallest
+    ``|w|`` first (ties, common after sharing or quantization, broken by position),
+    as ``magnitude_mask`` does for one layer. Layers with small weights lose more;
+    compare ``sparsity_report`` after.
     """
     _check_amount(amount)
     layers = prunable_layers(model)
     flat = torch.cat([m.weight.detach().abs().flatten() for m in layers.values()])
-    k = round(amount * flat.numel())
-    threshold = flat.kthvalue(k).values if k > 0 else flat.min() - 1
-    for m in layers.values():
-        set_mask(m, (m.weight.detach().abs() > threshold).float())
+    sizes = [m.weight.numel() for m in layers.values()]
+    masks = magnitude_mask(flat, amount).split(sizes)
+    for m, mask in zip(layers.values(), masks, strict=True):
+        set_mask(m, mask.view_as(m.weight).to(m.weight.dtype))
     return model
 
 
@@ -197,6 +205,13 @@ class GradualPruning:
         n_prunes: int,
         initial: float = 0.0,
     ) -> None:
+        if isinstance(final, dict) and not final:
+            raise ValueError("final is an empty dict: name at least one layer")
+        for f in final.values() if isinstance(final, dict) else (final,):
+            if isinstance(f, bool) or not isinstance(f, (int, float)):
+                raise TypeError(f"final must be a sparsity or a dict of them, "
+                                f"got {f!r}")  # fmt: skip
+            _check_amount(f, "final")
         self.final, self.begin, self.frequency = final, begin, frequency
         self.n_prunes, self.initial = n_prunes, initial
         zhu_gupta_sparsity(0, 0.0, begin, frequency, n_prunes, initial)  # validates
