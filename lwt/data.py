@@ -421,6 +421,9 @@ def get_loaders(
     Returns:
         ``(train_loader, test_loader)``; training is shuffled, test is in file order.
     """
+    if augment is False and shift is not None:
+        raise ValueError(f"augment=False with shift={shift}: shift is an augmentation "
+                         "(leave augment at None, or pass True)")  # fmt: skip
     augment = (name == "cifar10") if augment is None else augment
     moves = {} if shift is None else {"pad": shift, "flip": False}
     augment = augment or shift is not None

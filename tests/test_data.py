@@ -324,3 +324,9 @@ def test_fetch_cli_on_the_course_data(capsys, monkeypatch):
     assert data._main(["fetch"]) == 0
     out = capsys.readouterr().out
     assert "mnist" in out and "cifar10" in out and "total" in out
+
+
+def test_augment_false_with_a_shift_is_refused():
+    """Issue 29: get_loaders(augment=False, shift=2) turned augmentation back on."""
+    with pytest.raises(ValueError, match="augment=False with shift=2"):
+        data.get_loaders("mnist", 128, augment=False, shift=2)
