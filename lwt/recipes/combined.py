@@ -225,36 +225,74 @@ def weight_bits_of(qmodel: nn.Module) -> int:
 
 def activation_ranges(qmodel: nn.Module, fp32: str | Path) -> dict[str, tuple]:
     """``{ONNX tensor: (scale, zero_point)}``: each activation quantizer of a model
-    from :func:`compress`, matched to the tensor it quantizes in the exported graph.
+    from :func:`compress` (or ``quantization.quantize_model``), matched to the tensor
+    of the exported float graph that it quantizes.
 
-    The quantizers sit (``quantization.quantize_model``) at the input and after every
-    conv/linear, add and pooling, after the ReLU that follows them if any. In the
-    exported graph, in the same order, those are: the graph input, every ``Relu``, a
-    ``Conv`` whose output goes straight to an ``Add``, ``ReduceMean`` (the pooling)
-    and the final ``Gemm``. Returns ``{}`` (calibrate everything) when the counts
-    differ, i.e. for a graph of another shape.
+    The graph ``fp32`` is the float model the QAT model simulates
+    (``quantization.to_float``), so on any input each quantizer's input holds the same
+    numbers as one tensor of the graph. Both are run on one random probe batch — the
+    model with a hook on every quantizer, the graph in ONNX Runtime with every
+    intermediate tensor exposed and graph optimizations off — and each quantizer is
+    matched by shape and values (to float tolerance); among equal tensors, the last
+    in graph order (a ``Relu`` after the ``Add`` whose outputs it kept). Matching by
+    what is computed, not by order or op types, works for any architecture.
+
+    Raises:
+        ValueError: a quantizer that matches no tensor of the graph (not its export).
     """
+    import numpy as np
     import onnx
+    import onnxruntime as ort
+    import torch
 
-    graph = onnx.load(str(fp32)).graph
-    consumers: dict[str, list[str]] = {}
+    model = onnx.load(str(fp32))
+    graph = model.graph
+    known = {o.name for o in graph.output}
+    names = [graph.input[0].name]
     for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node.op_type)
-    tensors = [graph.input[0].name]
-    for node in graph.node:
-        out = node.output[0]
-        if node.op_type in ("Relu", "ReduceMean", "Gemm") or (
-            node.op_type == "Conv" and consumers.get(out) == ["Add"]
-        ):
-            tensors.append(out)
+        for out in node.output:
+            if out and out not in known:
+                graph.output.append(onnx.ValueInfoProto(name=out))
+            names.append(out)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])  # fmt: skip
+    dims = [d.dim_value or 2 for d in graph.input[0].type.tensor_type.shape.dim]
+    x = torch.randn(*dims, generator=torch.Generator().manual_seed(0))
+    values = dict(zip([o.name for o in sess.get_outputs()],
+                      sess.run(None, {graph.input[0].name: x.numpy()}), strict=True))
+    values[graph.input[0].name] = x.numpy()
+    seen: list[torch.Tensor] = []
     quantizers = quantization.activation_quantizers(qmodel)
-    if len(quantizers) != len(tensors):
-        return {}
-    return {
-        t: (float(q.scale.reshape(-1)[0]), int(q.zero_point.reshape(-1)[0]))
-        for t, q in zip(tensors, quantizers, strict=True)
-    }
+    float_model = quantization.to_float(qmodel)
+    hooks = [q.register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+             for q in quantization.activation_quantizers(float_model)]  # fmt: skip
+    try:
+        with torch.no_grad():
+            float_model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    if len(seen) != len(quantizers):
+        raise ValueError(f"{len(quantizers)} quantizers, {len(seen)} seen in a "
+                         "forward: one runs more than once or not at all")  # fmt: skip
+    ranges: dict[str, tuple] = {}
+    for k, (q, t) in enumerate(zip(quantizers, seen, strict=True)):
+        ref = t.numpy()
+        tol = 1e-4 * max(1.0, float(np.abs(ref).max()))
+        hits = [n for n in names if n in values and values[n].shape == ref.shape
+                and np.allclose(values[n], ref, rtol=1e-3, atol=tol)]  # fmt: skip
+        if not hits:
+            raise ValueError(f"activation quantizer {k} (of {len(quantizers)}) matches "
+                             f"no tensor of {Path(fp32).name}")  # fmt: skip
+        if hits[-1] in ranges:
+            raise ValueError(f"activation quantizer {k} matches tensor {hits[-1]!r}, "
+                             "already matched by another")  # fmt: skip
+        ranges[hits[-1]] = (float(q.scale.reshape(-1)[0]),
+                            int(q.zero_point.reshape(-1)[0]))  # fmt: skip
+    return ranges
 
 
 def compress_and_deploy(
