@@ -299,3 +299,55 @@ def test_hashed_linear_loads_its_seed_with_the_state_dict():
     assert not torch.allclose(fresh(x), trained(x))
     fresh.load_state_dict(trained.state_dict())
     assert torch.equal(fresh.index, trained.index) and torch.equal(fresh(x), trained(x))
+
+
+def _lwtc_with_header(header, body=b""):
+    """A file with a valid magic, version and CRC around any header (crafted files)."""
+    import json
+    import struct
+    import zlib
+
+    from lwt.sharing import fileformat as ff
+
+    head = zlib.compress(json.dumps(header).encode())
+    blob = ff.MAGIC + struct.pack("<BI", ff.VERSION, len(head)) + head + body
+    return blob + struct.pack("<I", zlib.crc32(blob))
+
+
+def _good_entry():
+    return {"name": "w", "shape": [4, 4], "dtype": "float32", "store": "coded",
+            "order": "row", "index_bits": 4, "nonzeros": 3}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"dtype": "load"},  # a torch attribute, not a dtype
+        {"shape": [-1, 4]},
+        {"shape": [2**20, 2**20]},  # would allocate 4 TiB
+        {"shape": "4x4"},
+        {"index_bits": 0},
+        {"index_bits": 17},
+        {"nonzeros": 17},
+        {"order": "diag"},
+        {"store": "pickle"},
+        {"codebook": 0, "codebook_dtype": "float32"},
+        {"codebook": 70_000, "codebook_dtype": "float32"},
+        {"codebook": 4, "codebook_dtype": "object"},
+        {"index_bits": True},
+    ],
+)
+def test_malformed_lwtc_headers_are_refused_before_decoding(change):
+    """Issue 29: every header field is validated before anything is allocated."""
+    with pytest.raises(ValueError, match="header"):
+        sharing.decompress(_lwtc_with_header([{**_good_entry(), **change}]))
+
+
+def test_malformed_lwtc_header_structure_is_refused():
+    entry = _good_entry()
+    for header in ({"w": entry}, [entry, entry], [{k: v for k, v in entry.items()
+                                                   if k != "nonzeros"}],
+                   [{"name": "b", "shape": [1000], "dtype": "float32", "store": "raw",
+                     "raw_dtype": "float32"}]):  # fmt: skip
+        with pytest.raises(ValueError, match="header"):
+            sharing.decompress(_lwtc_with_header(header, body=b"\0" * 16))

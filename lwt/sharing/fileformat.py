@@ -17,8 +17,9 @@ The header (deflated: it is mostly repeated key names) names each tensor, its sh
 and dtype, how it is stored, and for a coded tensor the scan order (``row``: C order;
 ``col``: C order of ``w.reshape(out, -1).T``, i.e. CSR vs CSC) and the index width;
 the symbol streams follow (:mod:`.streams`). Decoding checks the magic, the version,
-the CRC-32 and every length, so a truncated or corrupted file raises
-``ValueError`` instead of giving a wrong model; decoding is bit-exact.
+the CRC-32, every header field (before anything is allocated) and every length, so a
+truncated, corrupted or crafted file raises ``ValueError`` instead of giving a wrong
+model; decoding is bit-exact.
 """
 
 from __future__ import annotations
@@ -172,9 +173,70 @@ def _parse(blob: bytes) -> tuple[list[dict], Reader]:
         raise ValueError(f"unsupported .lwtc version {version}")
     reader = Reader(blob[:-4], 9)
     try:
-        return json.loads(zlib.decompress(reader.take(n))), reader
+        header = json.loads(zlib.decompress(reader.take(n)))
     except (zlib.error, json.JSONDecodeError) as e:
         raise ValueError(f"compressed file corrupted: header ({e})") from None
+    return _check_header(header, len(reader.blob) - reader.pos), reader
+
+
+MAX_ELEMENTS = 2**28  # per tensor (1 GiB of float32): a larger shape is refused
+
+
+def _check_header(header: object, body_bytes: int) -> list[dict]:
+    """Every field of every entry checked before anything is allocated or converted:
+    keys present, names unique, dtypes from :data:`_DTYPES`, shapes of non-negative
+    ints within :data:`MAX_ELEMENTS`, widths and counts in range, raw sizes within
+    the bytes that follow the header. Any malformed field is a ``ValueError``."""
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"compressed file corrupted: header {what}")
+
+    if not isinstance(header, list):
+        raise bad("is not a list of tensors")
+    names: set[str] = set()
+    raw_total = 0
+    for e in header:
+        if not isinstance(e, dict):
+            raise bad("entry is not an object")
+        need = {"name", "shape", "dtype", "store"}
+        need |= {"raw_dtype"} if e.get("store") == "raw" else {
+            "order", "index_bits", "nonzeros"}  # fmt: skip
+        if missing := need - set(e):
+            raise bad(f"entry misses {sorted(missing)}")
+        name, shape = e["name"], e["shape"]
+        if not isinstance(name, str) or name in names:
+            raise bad(f"name {name!r} (not a string, or repeated)")
+        names.add(name)
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise bad(f"shape of {name!r}: {shape!r}")
+        size = int(np.prod(shape, dtype=np.float64)) if shape else 1
+        if size > MAX_ELEMENTS:
+            raise bad(f"shape of {name!r}: {size} elements (at most {MAX_ELEMENTS})")
+        if e["dtype"] not in _DTYPES:
+            raise bad(f"dtype of {name!r}: {e['dtype']!r}")
+        if e["store"] == "raw":
+            if e["raw_dtype"] not in _DTYPES:
+                raise bad(f"raw_dtype of {name!r}: {e['raw_dtype']!r}")
+            raw_total += size * np.dtype(_DTYPES[e["raw_dtype"]]).itemsize
+        elif e["store"] == "coded":
+            ints = {k: e[k] for k in ("index_bits", "nonzeros", "codebook") if k in e}
+            if not all(type(v) is int for v in ints.values()):
+                raise bad(f"fields of {name!r}: {ints}")
+            if e["order"] not in ("row", "col") or not 1 <= e["index_bits"] <= 16:
+                raise bad(f"order or index_bits of {name!r}")
+            if not 0 <= e["nonzeros"] <= size or e["dtype"] != "float32":
+                raise bad(f"nonzeros or dtype of {name!r}")
+            if "codebook" in e and not (
+                1 <= e["codebook"] <= 2**16 and e.get("codebook_dtype") in _DTYPES
+            ):
+                raise bad(f"codebook of {name!r}")
+        else:
+            raise bad(f"store of {name!r}: {e['store']!r}")
+    if raw_total > body_bytes:
+        raise bad(f"raw tensors need {raw_total} bytes, the file has {body_bytes}")
+    return header
 
 
 def _read_tensor(entry: dict, r: Reader) -> tuple[Tensor, dict]:

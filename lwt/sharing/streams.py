@@ -95,6 +95,8 @@ class Reader:
             (size,) = self.unpack("<I")
             if not 1 <= width <= 32:
                 raise ValueError("compressed file corrupted: bad symbol width")
+            if n * width > 8 * size:  # checked before anything is allocated
+                raise ValueError("compressed file corrupted: symbol count")
             out = huffman.unpack_fixed(self.take(size), width, n)
         elif mode == HUFFMAN:
             (top,) = self.unpack("<B")
@@ -108,6 +110,8 @@ class Reader:
             for ln, s in zip(per_symbol, order.tolist(), strict=True):
                 lengths[s] = int(ln)
             (size,) = self.unpack("<I")
+            if n > 8 * size and any(lengths):  # every code is at least one bit
+                raise ValueError("compressed file corrupted: symbol count")
             out = huffman.decode(self.take(size), lengths, n)
         else:
             raise ValueError(f"compressed file corrupted: stream mode {mode}")
