@@ -92,7 +92,11 @@ def train(
         loss_fn: ``loss_fn(logits, y)``; default cross-entropy.
         test_loader: if given, test accuracy is logged after each epoch.
         callback: ``callback(step, model)`` after each optimizer step (step from 1).
-        device: where to train; default :func:`default_device`.
+        device: where to train; default :func:`default_device` (CUDA, else MPS,
+            else the CPU). The one device rule of the loops: ``train`` and
+            ``finetune`` move the model to ``device`` and leave it there; ``evaluate``
+            runs where the model's parameters are. Pass ``device="cpu"`` to keep a
+            model on the CPU on a machine with a GPU.
         quiet: hide progress bars.
 
     Returns:
@@ -181,11 +185,13 @@ def finetune(
     weight_decay: float = 0.0,
     anneal: bool = True,
     loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    device: torch.device | str | None = None,
     quiet: bool = True,
 ) -> list[dict[str, float]]:
     """Fine-tune a trained model: SGD (momentum 0.9) at ``lr``, cosine-annealed to 0
     over all steps (``anneal``) or constant; ``loss_fn`` as in :func:`train` (e.g. a
-    ``Distiller``'s loss); returns :func:`train`'s history.
+    ``Distiller``'s loss); returns :func:`train`'s history. ``device`` as in
+    :func:`train`: the model is moved there and left there.
 
     The retraining step of pruning (Han et al. 2015: a fraction of the original rate)
     and of quantization-aware training both use it.
@@ -197,4 +203,4 @@ def finetune(
     )
     steps = max(epochs * len(loader), 1)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
-    return train(model, loader, epochs, opt, sched, loss_fn, quiet=quiet)
+    return train(model, loader, epochs, opt, sched, loss_fn, device=device, quiet=quiet)

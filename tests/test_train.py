@@ -92,3 +92,15 @@ def test_onecycle_schedule_values():
     assert lrs[0] == pytest.approx(0.4 / 25)
     assert max(lrs) == pytest.approx(0.4, rel=1e-3) and lrs.index(max(lrs)) in (19, 20)
     assert lrs[-1] < 1e-3
+
+
+def test_finetune_takes_the_device_and_leaves_the_model_there():
+    """Issue 29: finetune had no device argument (it always took default_device)."""
+    m = torch.nn.Linear(4, 2)
+    batches = [(torch.randn(8, 4), torch.randint(0, 2, (8,)))]
+    train.finetune(m, batches, epochs=1, lr=0.01, device="cpu")
+    assert next(m.parameters()).device.type == "cpu"
+    if torch.cuda.is_available():  # the GPU rule, where there is one
+        train.finetune(m, batches, epochs=1, lr=0.01, device="cuda")
+        assert next(m.parameters()).device.type == "cuda"
+        assert 0 <= train.evaluate(m, batches) <= 1  # runs where the model is
