@@ -273,11 +273,15 @@ def load_dataset(
         angles = torch.rand(n, generator=g) * 360
         data = ImageData(rotate(data.images[:n], angles), data.labels[:n], name)
     _validate(data, train)
-    if subset is not None and subset < len(data):
-        g = torch.Generator().manual_seed(seed)
-        idx = torch.randperm(len(data), generator=g)[:subset]
-        data = ImageData(data.images[idx], data.labels[idx], name)
-    return data
+    return _draw_subset(data, subset, seed)
+
+
+def _draw_subset(data: ImageData, subset: int | None, seed: int) -> ImageData:
+    """A seeded random ``subset`` of ``data`` (all of it when None or not smaller)."""
+    if subset is None or subset >= len(data):
+        return data
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    return ImageData(data.images[idx[:subset]], data.labels[idx[:subset]], data.name)
 
 
 def _validate(data: ImageData, train: bool) -> None:
@@ -395,6 +399,24 @@ class BatchLoader:
             yield self.data.normalize(images), self.data.labels[idx]
 
 
+VALIDATION_SEED = 20261205  # the validation images are the same for every run
+
+
+def split_validation(data: ImageData, n: int) -> tuple[ImageData, ImageData]:
+    """``(rest, validation)``: ``n`` training images held out for choices (bits,
+    ranks, rates, epochs...), drawn by a fixed seed (:data:`VALIDATION_SEED`), so
+    every run, whatever its own seed, chooses on the same images and never looks
+    at the test set."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < len(data):
+        raise ValueError(f"validation must be an int in [1, {len(data) - 1}], "
+                         f"got {n!r}")  # fmt: skip
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(
+        VALIDATION_SEED))  # fmt: skip
+    keep, held = idx[n:].sort().values, idx[:n].sort().values
+    return (ImageData(data.images[keep], data.labels[keep], data.name),
+            ImageData(data.images[held], data.labels[held], data.name))  # fmt: skip
+
+
 def get_loaders(
     name: str,
     batch_size: int = 128,
@@ -404,8 +426,9 @@ def get_loaders(
     augment: bool | None = None,
     root: str | Path | None = None,
     shift: int | None = None,
-) -> tuple[BatchLoader, BatchLoader]:
-    """Training and test loaders for a dataset.
+    validation: int | None = None,
+) -> tuple[BatchLoader, ...]:
+    """Training and test loaders for a dataset (and a validation loader).
 
     Args:
         name: dataset name (see :func:`load_dataset`).
@@ -417,9 +440,13 @@ def get_loaders(
         shift: instead, random translations of up to ``shift`` pixels, no flips
             (Hinton et al.'s MNIST jitter is ``shift=2``).
         root: data root (default :func:`data_root`).
+        validation: hold out this many training images (:func:`split_validation`:
+            the same images for every seed) before ``subset`` is drawn from the rest.
 
     Returns:
-        ``(train_loader, test_loader)``; training is shuffled, test is in file order.
+        ``(train_loader, test_loader)``, or with ``validation``
+        ``(train_loader, validation_loader, test_loader)``; training is shuffled,
+        validation (not augmented) and test are in file order.
     """
     if augment is False and shift is not None:
         raise ValueError(f"augment=False with shift={shift}: shift is an augmentation "
@@ -427,14 +454,24 @@ def get_loaders(
     augment = (name == "cifar10") if augment is None else augment
     moves = {} if shift is None else {"pad": shift, "flip": False}
     augment = augment or shift is not None
-    train = load_dataset(name, True, root, subset, seed)
     test = load_dataset(name, False, root, test_subset, seed)
-    return (
+    if validation is None:
+        train = load_dataset(name, True, root, subset, seed)
+    else:
+        if subset is not None and subset <= 0:
+            raise ValueError(f"subset must be a positive number of images, "
+                             f"got {subset}")  # fmt: skip
+        train, held = split_validation(load_dataset(name, True, root), validation)
+        train = _draw_subset(train, subset, seed)
+    loaders = (
         BatchLoader(
             train, batch_size, shuffle=True, augment=augment, seed=seed, **moves
         ),
         BatchLoader(test, 4 * batch_size),
     )
+    if validation is None:
+        return loaders
+    return loaders[0], BatchLoader(held, 4 * batch_size), loaders[1]
 
 
 # The datasets the course reads (rotmnist is derived from MNIST: nothing to fetch).

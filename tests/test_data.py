@@ -330,3 +330,23 @@ def test_augment_false_with_a_shift_is_refused():
     """Issue 29: get_loaders(augment=False, shift=2) turned augmentation back on."""
     with pytest.raises(ValueError, match="augment=False with shift=2"):
         data.get_loaders("mnist", 128, augment=False, shift=2)
+
+
+def test_validation_split_is_fixed_disjoint_and_not_augmented():
+    """Issue 28: a validation split carved from the training set, the same images for
+    every seed, so choices never touch the test set."""
+    tr, va, te = data.get_loaders("mnist", 128, validation=5000, seed=0)
+    tr2, va2, _ = data.get_loaders("mnist", 128, validation=5000, seed=3, subset=1000)
+    assert len(tr.data) == 55_000 and len(va.data) == 5000 and len(te.data) == 10_000
+    assert len(tr2.data) == 1000
+    assert torch.equal(va.data.images, va2.data.images)  # whatever the run's seed
+    assert not va.augment and not va.shuffle
+    full = data.load_dataset("mnist", True, download=False)
+    rest, held = data.split_validation(full, 5000)
+    seen = {bytes(x.numpy()) for x in held.images}
+    assert not any(bytes(x.numpy()) in seen for x in rest.images[:2000])  # disjoint
+    assert torch.equal(held.images, va.data.images)
+    assert len(data.get_loaders("mnist", 128)) == 2  # unchanged without validation
+    for bad in (0, 60_000, 1.5, True):
+        with pytest.raises(ValueError, match="validation"):
+            data.split_validation(full, bad)
