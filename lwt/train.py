@@ -176,6 +176,23 @@ def sgd_onecycle(
     return opt, sched
 
 
+def onecycle(
+    model: nn.Module,
+    loader: Batches,
+    epochs: int,
+    *,
+    lr: float,
+    weight_decay: float,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    quiet: bool = True,
+) -> int:
+    """Train every parameter of ``model`` with SGD-Nesterov on a one-cycle schedule
+    peaking at ``lr`` (:func:`sgd_onecycle`; from scratch, or after pruning or
+    factorization); ``loss_fn`` as in :func:`train`. Returns the epochs run."""
+    opt, sched = sgd_onecycle(model, epochs * len(loader), lr, weight_decay)
+    return len(train(model, loader, epochs, opt, sched, loss_fn, quiet=quiet))
+
+
 def finetune(
     model: nn.Module,
     loader: Batches,

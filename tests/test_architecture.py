@@ -35,7 +35,10 @@ TECHNIQUES = {
     "lwt.distill",
     "lwt.sharing",
 }
-LAYER = {"core": 0, "technique": 1, "recipes": 2, "zoo": 3, "tools": 4}
+# Composition: a pipeline of several techniques (lesson 07), used by the recipes.
+COMPOSITION = {"lwt.combine"}
+LAYER = {"core": 0, "technique": 1, "composition": 2, "recipes": 3, "zoo": 4,
+         "tools": 5}  # fmt: skip
 
 
 def module_name(path: Path) -> str:
@@ -87,6 +90,8 @@ def layer(mod: str) -> int:
         return LAYER["core"]
     if u in TECHNIQUES:
         return LAYER["technique"]
+    if u in COMPOSITION:
+        return LAYER["composition"]
     if u == "lwt.recipes":
         return LAYER["recipes"]
     if u == "lwt.zoo":
@@ -302,3 +307,14 @@ def test_every_subpackage_is_installed():
         if "__pycache__" not in str(p)
     }
     assert folders <= listed, sorted(folders - listed)
+
+
+def test_no_recipe_imports_another_recipes_private_names():
+    """Issue 29: combined imported filters' private _blocks."""
+    for path in (PKG / "recipes").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level and node.module not in (
+                None, "_common"
+            ):
+                names = [a.name for a in node.names]
+                assert not any(n.startswith("_") for n in names), (path.name, names)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from lwt import data, deploy, measure, models, quantization, stats, train, zoo
+from lwt import combine, data, deploy, measure, models, quantization, stats, train, zoo
 from lwt.pareto import pareto_front
 from lwt.recipes import combined
 from lwt.saturation import saturation_report
@@ -72,11 +72,11 @@ def tiny(tmp_path_factory):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batches = _batches()
     seen = []
-    q = combined.compress(
+    q = combine.compress(
         model, batches, amount=0.5, drop=["layer1.1"], epochs=1, qat_epochs=1,
         on_stage=lambda stage, m: seen.append((stage, type(m).__name__)),
     )  # fmt: skip
-    path = combined.deploy_int8(
+    path = combine.deploy_int8(
         q, (3, 32, 32), tmp_path_factory.mktemp("c") / "m.onnx", batches
     )
     return model, before, q, path, seen
@@ -192,20 +192,20 @@ def test_bad_settings_raise_and_leave_the_model_alone():
     model = models.create_model("resnet14w8")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="epochs"):
-        combined.compress(model, _batches(1), epochs=-1)
+        combine.compress(model, _batches(1), epochs=-1)
     with pytest.raises(ValueError, match="calibration_batches"):
-        combined.compress(model, _batches(1), calibration_batches=0)
+        combine.compress(model, _batches(1), calibration_batches=0)
     with pytest.raises(ValueError, match="amount"):
-        combined.compress(model, _batches(1), amount=1.5, epochs=0, qat_epochs=0)
+        combine.compress(model, _batches(1), amount=1.5, epochs=0, qat_epochs=0)
     with pytest.raises(ValueError, match="drop"):
-        combined.compress(model, _batches(1), drop=["layer2.0"], epochs=0, qat_epochs=0)
+        combine.compress(model, _batches(1), drop=["layer2.0"], epochs=0, qat_epochs=0)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
 def test_compress_and_deploy_measures_a_ledger(tmp_path):
     train.set_seed(0)
     model = models.create_model("resnet14w8").eval()
-    out = combined.compress_and_deploy(
+    out = combine.compress_and_deploy(
         model, _batches(2), _batches(1, seed=2), (3, 32, 32), tmp_path / "m.onnx",
         amount=0.5, epochs=0, qat_epochs=0, repeats=2, warmup=1,
     )  # fmt: skip
@@ -296,7 +296,7 @@ def test_activation_ranges_match_every_quantizer_to_its_tensor(arch, tmp_path):
     q = quantization.quantize_model(model, weight_bits=7)
     q = quantization.calibrate(q, batches)
     fp32 = deploy.export_onnx(quantization.to_float(q), shape, tmp_path / "f.onnx")
-    ranges = combined.activation_ranges(q, fp32)
+    ranges = combine.activation_ranges(q, fp32)
     assert len(ranges) == len(quantization.activation_quantizers(q))
     int8 = deploy.quantize_onnx(fp32, tmp_path / "q.onnx", batches, ranges=ranges)
     g = onnx.load(str(int8)).graph

@@ -65,23 +65,6 @@ def seeded_loader(
     return loader
 
 
-def onecycle_finetune(
-    model: nn.Module,
-    loader: data.BatchLoader,
-    epochs: int,
-    config,  # noqa: ANN001
-    quiet: bool,
-    loss_fn=None,  # noqa: ANN001
-) -> int:
-    """Train every parameter of ``model`` with SGD-Nesterov and a one-cycle schedule
-    at ``config.lr`` / ``config.weight_decay`` (any object with those two attributes;
-    ``loss_fn``: default cross-entropy); returns the epochs run."""
-    opt, sched = train.sgd_onecycle(
-        model, epochs * len(loader), config.lr, config.weight_decay
-    )
-    return len(train.train(model, loader, epochs, opt, sched, loss_fn, quiet=quiet))
-
-
 def train_fresh(
     config: FromScratch,
     make: Callable[[], nn.Module],
@@ -105,7 +88,9 @@ def train_fresh(
     model = make()
     net, loss_fn = wrap(model) if wrap is not None else (model, None)
     epochs = scaled(config.epochs, epochs_scale)
-    done = onecycle_finetune(net, loader, epochs, config, quiet, loss_fn)
+    done = train.onecycle(net, loader, epochs, lr=config.lr,
+                          weight_decay=config.weight_decay, loss_fn=loss_fn,
+                          quiet=quiet)  # fmt: skip
     return Result(model.cpu(), done)
 
 

@@ -18,8 +18,8 @@ from typing import ClassVar
 
 from torch import nn
 
-from .. import lowrank, models
-from ._common import Result, onecycle_finetune, scaled, seeded_loader
+from .. import lowrank, models, train
+from ._common import Result, scaled, seeded_loader
 
 
 @dataclass(frozen=True)
@@ -75,5 +75,6 @@ def run(
     loader = seeded_loader(config.base, config.seed, subset)
     epochs = scaled(config.epochs, epochs_scale)
     lowrank.factorize(base, config.ranks, method=config.decomposition)
-    done = onecycle_finetune(base, loader, epochs, config, quiet)
+    done = train.onecycle(base, loader, epochs, lr=config.lr,
+                          weight_decay=config.weight_decay, quiet=quiet)  # fmt: skip
     return Result(base.cpu(), done, arch={"ranks": dict(config.ranks)})

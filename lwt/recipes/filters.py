@@ -16,8 +16,8 @@ from typing import ClassVar
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
-from .. import models, pruning
-from ._common import Result, onecycle_finetune, scaled, seeded_loader
+from .. import models, pruning, train
+from ._common import Result, scaled, seeded_loader
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,8 @@ class Config:
 METHOD = Config.METHOD
 
 
-def _blocks(model: nn.Module) -> dict[str, BasicBlock]:
+def blocks(model: nn.Module) -> dict[str, BasicBlock]:
+    """The ResNet basic blocks of ``model`` by name (their inner widths are pruned)."""
     return {n: m for n, m in model.named_modules() if isinstance(m, BasicBlock)}
 
 
@@ -47,9 +48,9 @@ def build(config: Config, arch: dict) -> nn.Module:
     if "widths" not in arch:
         raise ValueError("arch needs 'widths' ({block: kept inner channels})")
     model = models.create_model(config.base)
-    blocks = _blocks(model)
+    found = blocks(model)
     for name, width in arch["widths"].items():
-        b = blocks[name]
+        b = found[name]
         b.conv1 = nn.Conv2d(
             b.conv1.in_channels, width, 3, b.conv1.stride, 1, bias=False
         )
@@ -70,6 +71,7 @@ def run(
     loader = seeded_loader(config.base, config.seed, subset)
     epochs = scaled(config.epochs, epochs_scale)
     pruning.prune_resnet_blocks(base, config.amount, multiple_of=config.multiple_of)
-    done = onecycle_finetune(base, loader, epochs, config, quiet)
-    widths = {n: b.conv1.out_channels for n, b in _blocks(base).items()}
+    done = train.onecycle(base, loader, epochs, lr=config.lr,
+                          weight_decay=config.weight_decay, quiet=quiet)  # fmt: skip
+    widths = {n: b.conv1.out_channels for n, b in blocks(base).items()}
     return Result(base, done, arch={"widths": widths})
