@@ -100,7 +100,7 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
         raise FileNotFoundError(_missing(name, directory))
     _verified(path, entry["sha256"])
     method = recipes.method(name)
-    if hasattr(method, "from_bytes"):  # a method's own file format (e.g. .lwtc)
+    if isinstance(method, recipes.CodedMethod):  # its own file format (e.g. .lwtc)
         state = method.from_bytes(path.read_bytes())
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -173,7 +173,7 @@ def make_checkpoint(
         subset=subset,
         quiet=False,
     )
-    coded = hasattr(recipes.method(name), "to_bytes")  # its recipe measured the file
+    coded = isinstance(recipes.method(name), recipes.CodedMethod)  # measured the file
     if not coded and _storage(result.model) == "float16":  # measure what is stored
         with torch.no_grad():
             for t in result.model.state_dict().values():
@@ -215,7 +215,7 @@ def save_checkpoint(
     directory = directory or checkpoint_dir()
     directory.mkdir(parents=True, exist_ok=True)
     method = recipes.method(name)
-    if hasattr(method, "to_bytes"):  # the method's own file format (e.g. .lwtc)
+    if isinstance(method, recipes.CodedMethod):  # its own file format (e.g. .lwtc)
         path = directory / f"{name}{method.SUFFIX}"
         storage = method.SUFFIX.lstrip(".")
         path.write_bytes(method.to_bytes(result.model))
@@ -244,7 +244,7 @@ def save_checkpoint(
         "command": f"python -m lwt.zoo train {name}",
         "storage": storage,
     }
-    if hasattr(method, "deployed_bytes"):  # a deployable file beside the checkpoint
+    if isinstance(method, recipes.DeployedMethod):  # a deployable file beside it
         entry["deployed"] = _deploy(name, method, result.model, directory)
     manifest = read_manifest(directory)
     manifest[name] = entry

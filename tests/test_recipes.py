@@ -218,3 +218,15 @@ def test_run_deepc_keeps_the_pruning_and_ships_a_decodable_file():
     assert sharing.compress(model) == blob
     state = deepc.from_bytes(blob)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_every_method_module_declares_the_protocol_the_zoo_uses():
+    """Issue 29: the zoo relied on undeclared module attributes."""
+    from lwt import recipes
+
+    assert all(isinstance(m, recipes.Method) for m in recipes.METHODS.values())
+    coded = {k for k, m in recipes.METHODS.items()
+             if isinstance(m, recipes.CodedMethod)}  # fmt: skip
+    deployed = {k for k, m in recipes.METHODS.items()
+                if isinstance(m, recipes.DeployedMethod)}  # fmt: skip
+    assert coded == {"deepc"} and deployed == {"combined"}

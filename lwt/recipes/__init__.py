@@ -37,7 +37,7 @@ from . import (
     transferred,
     trimming,
 )
-from ._common import Result
+from ._common import CodedMethod, DeployedMethod, Method, Result
 
 METHODS: dict[str, ModuleType] = {
     m.METHOD: m
@@ -208,7 +208,7 @@ def config(name: str):  # noqa: ANN201 - one of the methods' Config classes
     return lookup(SHIPPED, name, "checkpoint name")
 
 
-def method(name: str) -> ModuleType:
+def method(name: str) -> ModuleType:  # a Method (CodedMethod, DeployedMethod)
     """The method module that makes checkpoint ``name``."""
     return METHODS[config(name).METHOD]
 
@@ -272,7 +272,10 @@ def run(
 
 
 __all__ = [
+    "CodedMethod",
+    "DeployedMethod",
     "METHODS",
+    "Method",
     "SHIPPED",
     "Result",
     "base_of",

@@ -4,10 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
+from typing import Protocol, runtime_checkable
 
 from torch import nn
 
 from .. import data, models, train
+
+
+@runtime_checkable
+class Method(Protocol):
+    """What every method module of ``lwt.recipes`` provides (the zoo relies on it)."""
+
+    METHOD: str
+
+    def run(self, config, base, *, epochs_scale, subset, quiet) -> Result: ...  # noqa: ANN001, D102
+    def build(self, config, arch: dict) -> nn.Module: ...  # noqa: ANN001, D102
+
+
+@runtime_checkable
+class CodedMethod(Protocol):
+    """A method whose checkpoint is its own file format (e.g. ``.lwtc``)."""
+
+    SUFFIX: str
+
+    def to_bytes(self, model: nn.Module) -> bytes: ...  # noqa: D102
+    def from_bytes(self, blob: bytes) -> dict: ...  # noqa: D102
+
+
+@runtime_checkable
+class DeployedMethod(Protocol):
+    """A method that also writes a deployable file (e.g. an ONNX Runtime ``.onnx``)."""
+
+    DEPLOY_SUFFIX: str
+
+    def deployed_bytes(self, config, model: nn.Module) -> bytes: ...  # noqa: ANN001, D102
 
 
 @dataclass
