@@ -10,8 +10,9 @@
   before any channel is removed.
 - ``sparse``: bitmask storage of a pruned model: the honest file size.
 
-Copy this folder into your project to use it: it depends only on torch (and
-torchvision's ResNet block types).
+Copy this folder into your project to use it: it depends only on torch (and numpy
+for the sparse files, imported when they are written or read). ResNet blocks are
+recognised by their layers, not by torchvision's types.
 """
 
 from . import coupling, depth, neurons, sparse, structured, surgery, unstructured
@@ -32,6 +33,7 @@ from .structured import (
     prune_channels,
     prune_filters,
     prune_resnet_blocks,
+    resnet_blocks,
 )
 from .surgery import keep_bn, keep_inputs, keep_outputs
 from .unstructured import (
@@ -88,6 +90,7 @@ __all__ = [
     "prunable_layers",
     "prune_filters",
     "prune_resnet_blocks",
+    "resnet_blocks",
     "sensitivity_scan",
     "set_mask",
     "sparse",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -26,6 +25,8 @@ def to_sparse_state(
     1 bit per weight), ``name.__values`` (the nonzeros, in order) and ``name.__shape``.
     Cost: ``n/8 + 4·nnz`` bytes instead of ``4·n``. Masks are folded in first.
     """
+    import numpy as np  # only here: the rest of the folder needs none
+
     out: dict[str, Tensor] = {}
     for name, t in _effective_state(model).items():
         nz = t != 0
@@ -59,6 +60,8 @@ def _effective_state(model: nn.Module) -> dict[str, Tensor]:
 
 def from_sparse_state(sparse: dict[str, Tensor]) -> dict[str, Tensor]:
     """Inverse of :func:`to_sparse_state`: a dense state dict, bit-exact."""
+    import numpy as np  # only here: the rest of the folder needs none
+
     dense = {}
     for key, t in sparse.items():
         if key.endswith(".__mask"):

@@ -57,7 +57,6 @@ from numbers import Real
 
 import torch
 from torch import Tensor, fx, nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from . import coupling
 from ._amounts import per_layer
@@ -290,6 +289,24 @@ def prune_channels(
     return model
 
 
+def resnet_blocks(model: nn.Module) -> dict[str, str]:
+    """``{name: "basic" | "bottleneck"}`` of the modules shaped like torchvision's
+    ResNet blocks: a ``downsample`` attribute and ``conv1 → bn1 → conv2 → bn2``
+    (``→ conv3 → bn3`` in a bottleneck). Recognised by their layers, so this folder
+    needs no torchvision; the coupling check before any change verifies the wiring."""
+
+    def has(m: nn.Module, names: tuple[str, ...]) -> bool:
+        kinds = {"c": nn.Conv2d, "b": nn.BatchNorm2d}
+        return all(isinstance(getattr(m, n, None), kinds[n[0]]) for n in names)
+
+    found = {}
+    for name, m in model.named_modules():
+        if hasattr(m, "downsample") and has(m, ("conv1", "bn1", "conv2", "bn2")):
+            deep = has(m, ("conv3", "bn3"))
+            found[name] = "bottleneck" if deep else "basic"
+    return found
+
+
 def prune_resnet_blocks(
     model: nn.Module, amount: float | dict[str, float], *, multiple_of: int = 1
 ) -> nn.Module:
@@ -313,13 +330,9 @@ def prune_resnet_blocks(
         ValueError: unknown block names (the known ones are listed), amounts outside
             ``[0, 1)``, or a coupling inside a block (e.g. a grouped ResNeXt conv2).
     """
-    blocks = {
-        n: m
-        for n, m in model.named_modules()
-        if isinstance(m, (BasicBlock, Bottleneck))
-    }
+    blocks = resnet_blocks(model)
     if not blocks:
-        raise TypeError("model has no torchvision BasicBlock or Bottleneck to prune")
+        raise TypeError("model has no ResNet block (BasicBlock or Bottleneck) to prune")
     amounts = per_layer(amount, blocks, "BasicBlocks/Bottlenecks")
     _check_multiple_of(multiple_of)
     graph = coupling.trace(model) if amounts else None
@@ -327,7 +340,7 @@ def prune_resnet_blocks(
     for name, a in amounts.items():
         p = f"{name}." if name else ""
         chain = ["conv1", "bn1", "conv2"]
-        if isinstance(blocks[name], Bottleneck):
+        if blocks[name] == "bottleneck":
             chain += ["bn2", "conv3"]
         for i in range(0, len(chain) - 2, 2):
             producer, norm, consumer = (p + c for c in chain[i : i + 3])
