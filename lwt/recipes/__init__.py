@@ -7,7 +7,10 @@ manifest) and two functions:
   (train from scratch, or compress ``base``, a trained copy of the baseline);
 - ``build(config, arch) -> nn.Module``: a fresh model with the checkpoint's shapes,
   from the architecture ``Result.arch`` recorded in the manifest, so loading a
-  checkpoint never runs compression code.
+  checkpoint never ranks, prunes or trains anything. It does rebuild layer types:
+  ``qat`` and ``combined`` re-insert their fake quantizers (``quantize_model``) and
+  ``factorized`` re-creates its factor layers (``lowrank.factorize`` of the fresh
+  model's random weights, which the checkpoint then overwrites).
 
 ``SHIPPED`` names every checkpoint ``lwt.zoo`` ships; later lessons add their method
 modules to ``METHODS`` and their checkpoints to ``SHIPPED``. The layers import one
