@@ -58,27 +58,22 @@ test: $(STAMP) browser emulator  ## unit tests, notebooks in a browser, student 
 # LWT_BROWSER=none (no browser test) needs none.
 CHROMIUM := $(or $(LWT_CHROMIUM),$(shell command -v chromium chromium-browser \
 	google-chrome chrome 2>/dev/null | head -n1),/usr/bin/chromium)
-APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	--no-install-recommends chromium >/dev/null
+# $(call APT_IF_MISSING,PACKAGE,WANTED,TEST): install Debian's PACKAGE for the test file
+# TEST when the shell condition WANTED holds, apt-get exists and this is a root shell;
+# otherwise (or if the install fails) TEST skips itself with one line.
+APT_GET = DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	$(1) >/dev/null
+APT_IF_MISSING = if $(2) && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	echo "installing Debian's $(1) for $(3)"; \
+	$(call APT_GET,$(1)) || { apt-get update -qq && $(call APT_GET,$(1)); } \
+	|| echo "no $(1): $(3) will be skipped"; fi
 browser:  ## Debian's Chromium for the browser test (apt-get, as root), if missing
-	@if [ "$(LWT_BROWSER)" != none ] && ! [ -x "$(CHROMIUM)" ] \
-		&& command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian's chromium for tests/test_browser.py"; \
-		$(APT_CHROMIUM) || { apt-get update -qq && $(APT_CHROMIUM); } \
-		|| echo "no chromium: tests/test_browser.py will be skipped"; \
-	fi
+	@$(call APT_IF_MISSING,chromium,[ "$(LWT_BROWSER)" != none ] && ! [ -x "$(CHROMIUM)" ],tests/test_browser.py)
 
 # tests/test_portability.py runs the int8 files as an AVX2-only CPU would, under QEMU's
 # user-mode emulator: Debian's qemu-user, installed here when missing (root, apt-get).
 emulator:  ## Debian's qemu-user for the AVX2-only int8 check (apt-get, as root), if missing
-	@if [ "$$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 >/dev/null \
-		&& command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian's qemu-user for tests/test_portability.py"; \
-		$(APT_QEMU) || { apt-get update -qq && $(APT_QEMU); } \
-		|| echo "no qemu-user: tests/test_portability.py will be skipped"; \
-	fi
-APT_QEMU := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	--no-install-recommends qemu-user >/dev/null
+	@$(call APT_IF_MISSING,qemu-user,[ "$$(uname -m)" = x86_64 ] && ! command -v qemu-x86_64 >/dev/null,tests/test_portability.py)
 
 # Every wheel the course needs, for laptops without fast internet, run on a connected
 # machine with the learners' OS and Python: PyTorch's CPU-only build (~0.19 GB instead of

@@ -212,28 +212,13 @@ def activation_ranges(qmodel: nn.Module, fp32: str | Path) -> dict[str, tuple]:
     """
     import numpy as np
     import onnx
-    import onnxruntime as ort
     import torch
 
-    model = onnx.load(str(fp32))
-    graph = model.graph
-    known = {o.name for o in graph.output}
-    names = [graph.input[0].name]
-    for node in graph.node:
-        for out in node.output:
-            if out and out not in known:
-                graph.output.append(onnx.ValueInfoProto(name=out))
-            names.append(out)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])  # fmt: skip
+    graph = onnx.load(str(fp32), load_external_data=False).graph
     dims = [d.dim_value or 2 for d in graph.input[0].type.tensor_type.shape.dim]
     x = torch.randn(*dims, generator=torch.Generator().manual_seed(0))
-    values = dict(zip([o.name for o in sess.get_outputs()],
-                      sess.run(None, {graph.input[0].name: x.numpy()}), strict=True))
-    values[graph.input[0].name] = x.numpy()
+    values = deploy.tensor_values(fp32, x)  # the input, then every tensor in order
+    names = list(values)
     seen: list[torch.Tensor] = []
     quantizers = quantization.activation_quantizers(qmodel)
     float_model = quantization.to_float(qmodel)
@@ -252,7 +237,7 @@ def activation_ranges(qmodel: nn.Module, fp32: str | Path) -> dict[str, tuple]:
     for k, (q, t) in enumerate(zip(quantizers, seen, strict=True)):
         ref = t.numpy()
         tol = 1e-4 * max(1.0, float(np.abs(ref).max()))
-        hits = [n for n in names if n in values and values[n].shape == ref.shape
+        hits = [n for n in names if values[n].shape == ref.shape
                 and np.allclose(values[n], ref, rtol=1e-3, atol=tol)]  # fmt: skip
         if not hits:
             raise ValueError(f"activation quantizer {k} (of {len(quantizers)}) matches "

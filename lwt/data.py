@@ -239,8 +239,6 @@ def load_dataset(
         FileNotFoundError: files missing and not downloadable (names the files).
     """
     _check_name(name)
-    if subset is not None and subset <= 0:
-        raise ValueError(f"subset must be a positive number of images, got {subset}")
     root = Path(root) if root is not None else data_root()
     files = expected_files(name, train)
     missing = [f for f in files if not _present(root, f)]
@@ -278,6 +276,8 @@ def load_dataset(
 
 def _draw_subset(data: ImageData, subset: int | None, seed: int) -> ImageData:
     """A seeded random ``subset`` of ``data`` (all of it when None or not smaller)."""
+    if subset is not None and subset <= 0:
+        raise ValueError(f"subset must be a positive number of images, got {subset}")
     if subset is None or subset >= len(data):
         return data
     idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
@@ -458,9 +458,6 @@ def get_loaders(
     if validation is None:
         train = load_dataset(name, True, root, subset, seed)
     else:
-        if subset is not None and subset <= 0:
-            raise ValueError(f"subset must be a positive number of images, "
-                             f"got {subset}")  # fmt: skip
         train, held = split_validation(load_dataset(name, True, root), validation)
         train = _draw_subset(train, subset, seed)
     loaders = (

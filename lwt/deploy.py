@@ -490,6 +490,34 @@ def profile_onnx(
     return sorted(rows.values(), key=lambda r: -r["ms"])
 
 
+def tensor_values(
+    path: str | Path, x: Tensor, names: Iterable[str] | None = None
+) -> dict[str, np.ndarray]:
+    """The values of the graph's input and of its intermediate tensors ``names`` (None:
+    every node output, in graph order) on input ``x``, run by ONNX Runtime with graph
+    optimizations off (so every tensor of the file exists as stored)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    if names is None:
+        names = [out for node in graph.node for out in node.output if out]
+    names = list(dict.fromkeys(names))
+    known = {o.name for o in graph.output}
+    graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in known)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])  # fmt: skip
+    feed = {graph.input[0].name: x.detach().cpu().numpy()}
+    outs = sess.run(None, feed)
+    values = dict(zip([o.name for o in sess.get_outputs()], outs, strict=True))
+    first = graph.input[0].name
+    return {first: feed[first], **{n: values[n] for n in names}}  # in graph order
+
+
 @torch.no_grad()
 def top1_agreement(
     f: Callable[[Tensor], Tensor], g: Callable[[Tensor], Tensor], batches: Iterable

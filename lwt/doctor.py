@@ -47,7 +47,7 @@ PACKAGES = {
 # Full-mode time of each notebook on the 2-core course machine (s), measured when it
 # was last executed, and what speed_probe() measures there (images/s).
 REFERENCE_SECONDS = {"00": 55, "01": 481, "02": 436, "03": 479, "04": 191, "05": 209,
-                     "06": 380, "07": 288}  # fmt: skip
+                     "06": 380, "07": 271}  # fmt: skip
 # The probes on the course machine (2-core Xeon with AVX-512 VNNI and AMX, torch
 # 2.14.1, idle, 2026-12-05): training with 2 threads (images/s); 1 thread, batch 64
 # (median ms: fp32 ResNet-20, the shipped resnet20-combined.onnx). (An earlier

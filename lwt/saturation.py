@@ -33,7 +33,6 @@ microsoft/onnxruntime#12088 (``session.x64quantprecision``); Intel oneDNN,
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -71,11 +70,8 @@ def _integer_layers(model) -> list[dict]:  # noqa: ANN001
         if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
             continue
         act, wdq = made.get(node.input[0]), made.get(node.input[1])
-        if not (act and wdq) or "DequantizeLinear" not in (act.op_type, wdq.op_type):
-            continue
-        if act.op_type != "DequantizeLinear" or wdq.op_type != "DequantizeLinear":
-            continue
-        if wdq.input[0] not in inits:
+        dq = [getattr(n, "op_type", None) == "DequantizeLinear" for n in (act, wdq)]
+        if not all(dq) or wdq.input[0] not in inits:
             continue
         w = numpy_helper.to_array(inits[wdq.input[0]])
         if w.dtype != np.int8:
@@ -165,17 +161,17 @@ def saturation_report(
     layers = _integer_layers(model)
     if not layers:
         raise ValueError(f"{path}: no integer Conv/Gemm/MatMul with int8 weights")
+    # Expose the activation codes and run the file as stored (this file stays
+    # copyable alone, so it does not use lwt.deploy.tensor_values).
     known = {o.name for o in model.graph.output}
-    for name in dict.fromkeys(lay["codes"] for lay in layers):
-        if name not in known:  # expose the activation codes (types: inferred)
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    codes = dict.fromkeys(lay["codes"] for lay in layers)
+    new = [n for n in codes if n not in known]
+    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in new)
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.intra_op_num_threads, opts.log_severity_level = 1, 3
-    with tempfile.TemporaryDirectory() as tmp:
-        f = Path(tmp) / "codes.onnx"
-        onnx.save(model, str(f))
-        sess = ort.InferenceSession(str(f), opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])  # fmt: skip
     names = [o.name for o in sess.get_outputs()]
     rows = [
         {"layer": lay["node"].name or f"{lay['node'].op_type}{i}",

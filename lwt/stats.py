@@ -57,13 +57,18 @@ class Paired:
                 f"McNemar p = {self.p_value:.3g}")  # fmt: skip
 
 
-def mcnemar(correct_a: Tensor, correct_b: Tensor) -> Paired:
-    """McNemar's exact test of two models' per-image correctness (bool tensors)."""
+def _masks(correct_a: Tensor, correct_b: Tensor) -> tuple[Tensor, Tensor]:
     a, b = torch.as_tensor(correct_a).bool(), torch.as_tensor(correct_b).bool()
     if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
         raise ValueError(f"correct_a and correct_b must be non-empty 1-D masks of "
                          f"one length, got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}")  # fmt: skip
+    return a, b
+
+
+def mcnemar(correct_a: Tensor, correct_b: Tensor) -> Paired:
+    """McNemar's exact test of two models' per-image correctness (bool tensors)."""
+    a, b = _masks(correct_a, correct_b)
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     m = only_a + only_b
     tail = sum(math.comb(m, i) for i in range(min(only_a, only_b) + 1)) / 2**m
@@ -77,8 +82,8 @@ def paired_difference(
     """Accuracy of A minus accuracy of B on the same images, with its normal-
     approximation interval from the per-image differences ``d_i ∈ {-1, 0, 1}``:
     ``mean(d) ± z · sd(d) / sqrt(n)`` (95 % at z = 1.96)."""
-    mcnemar(correct_a, correct_b)  # the same checks of the masks
-    d = torch.as_tensor(correct_a).float() - torch.as_tensor(correct_b).float()
+    a, b = _masks(correct_a, correct_b)
+    d = a.float() - b.float()
     mean = float(d.mean())
     half = z * float(d.std()) / len(d) ** 0.5 if len(d) > 1 else float("inf")
     return mean, mean - half, mean + half
