@@ -230,8 +230,9 @@ def test_resnet20_combined_meets_the_targets():
     — reached, or missed by less than the measurement's uncertainty (the paired 95 %
     interval of the loss reaches 1.5 pt); the deployed file scores its manifest
     accuracy here and agrees with the torch fake-quant model (notebook 02's bound).
-    The 7-bit file of 2026-12-05 is 1.53 pt below, interval [1.07, 1.99]: within
-    noise, and notebook 07 says "not reached"."""
+    The 7-bit file retrained with 30 distillation epochs (2026-12-05) is 1.25 pt
+    below; its top-1 agreement with the torch model is measured on the full test set
+    (on a 1,000-image subset it reads 98.7 %, on all 10,000 99.5 %)."""
     manifest = zoo.read_manifest()
     entry, dense = manifest["resnet20-combined"], manifest["resnet20"]
     deployed = entry["deployed"]
@@ -248,9 +249,7 @@ def test_resnet20_combined_meets_the_targets():
     assert loss == pytest.approx(dense["test_accuracy"] - deployed["test_accuracy"],
                                  abs=1e-4)  # fmt: skip
     assert low <= 0.015, f"loss {loss:.4f}: the target is missed beyond noise"
-    q = zoo.load_pretrained("resnet20-combined")
-    sub = data.load_dataset("cifar10", False, subset=1000, seed=0, download=False)
-    agree = deploy.top1_agreement(run, q, data.BatchLoader(sub, 500))
+    agree = deploy.top1_agreement(run, zoo.load_pretrained("resnet20-combined"), test)
     assert agree >= 0.99
 
 
