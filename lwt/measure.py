@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from . import stats
 from .cpu import describe_cpu
 from .train import evaluate
 
@@ -205,21 +206,25 @@ def compare_latency(
     rounds: int = 5,
     repeats: int = 10,
     threads: int = 1,
+    warmup: int = 5,
 ) -> dict[str, Latency]:
     """Latency of several models on the same input, timed in alternating rounds.
 
     On a shared or throttling machine the speed drifts over seconds; timing model A
     and then model B would charge the drift to one of them. Here every round times
-    each model ``repeats`` times (after its warm-up), and each model's median is
-    taken over all its rounds, so all models see the same mix of fast and slow
-    periods.
+    each model ``repeats`` times, and each model's median is taken over all its
+    rounds, so all models see the same mix of fast and slow periods. Each model is
+    warmed up ``warmup`` times in the first round and once in the later ones (the
+    other models ran in between). ``stats.speedup`` turns two models' samples into a
+    speed-up with its interval.
     """
     if rounds < 1:
         raise ValueError(f"need rounds >= 1, got {rounds}")
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
+    for r in range(rounds):
         for name, fn in fns.items():
-            lat = measure_latency(fn, example, repeats=repeats, threads=threads)
+            lat = measure_latency(fn, example, warmup=warmup if r == 0 else 1,
+                                  repeats=repeats, threads=threads)  # fmt: skip
             samples[name] += lat.samples_ms
     return {name: _latency(s) for name, s in samples.items()}
 
@@ -236,12 +241,21 @@ class Row:
     macs: int
     file_bytes: int
     gzip_bytes: int
-    latency_b1: Latency
-    latency_b64: Latency
+    latency_b1: Latency | None = None  # filled when the ledger times its rows
+    latency_b64: Latency | None = None
 
 
 class Ledger:
     """Collects measured rows and shows them as a table and as plots.
+
+    Latency is timed for all rows together, in ``rounds`` alternating rounds
+    (:func:`compare_latency`, ``repeats`` runs per row in all, so at most
+    ``repeats`` rounds), when the ledger is
+    shown or its ``rows`` are read after a new row: one model measured twice cannot
+    look faster only because the machine drifted between the two. The table shows
+    each latency as its median ± half its interquartile range, each accuracy ± half
+    its 95 % Wilson interval, and (with ``baseline``) the batch-64 speed-up with its
+    95 % bootstrap interval over rounds (``stats.speedup``).
 
     Example:
         >>> ledger = Ledger(input_shape=(1, 28, 28))
@@ -257,20 +271,49 @@ class Ledger:
         *,
         baseline: str | None = None,
         warmup: int = 5,
+        rounds: int = 5,
     ) -> None:
         _check_shape(input_shape)
-        if repeats < 1 or warmup < 0:
+        if repeats < 1 or warmup < 0 or rounds < 1:
             raise ValueError(
-                f"need repeats >= 1 and warmup >= 0, got {repeats}, {warmup}"
+                f"need repeats >= 1, warmup >= 0 and rounds >= 1, got {repeats}, "
+                f"{warmup}, {rounds}"
             )
         self.input_shape, self.threads, self.repeats = (
             tuple(input_shape),
             threads,
             repeats,
         )
-        self.warmup = warmup  # untimed runs before each latency measurement
+        self.warmup = warmup  # untimed runs before each model's first round
+        self.rounds = min(rounds, repeats)  # at least one run per round
         self.baseline = baseline
-        self.rows: list[Row] = []
+        self._rows: list[Row] = []
+        self._forwards: dict[int, Callable[[Tensor], object]] = {}  # id(row) -> fn
+        self._timed = True
+
+    @property
+    def rows(self) -> list[Row]:
+        """The rows, with every latency timed (in alternating rounds, if any row was
+        added since the last timing). Rows appended from another ledger keep theirs."""
+        self._time()
+        return self._rows
+
+    def _time(self) -> None:
+        if self._timed:
+            return
+        todo = {i: r for i, r in enumerate(self._rows) if id(r) in self._forwards}
+        for b, attr in ((1, "latency_b1"), (64, "latency_b64")):
+            lat = compare_latency(
+                {i: self._forwards[id(r)] for i, r in todo.items()},
+                torch.randn(b, *self.input_shape),
+                rounds=self.rounds,
+                repeats=self.repeats // self.rounds,
+                threads=self.threads,
+                warmup=self.warmup,
+            )
+            for i, r in todo.items():
+                setattr(r, attr, lat[i])
+        self._timed = True
 
     def measure(
         self,
@@ -281,6 +324,8 @@ class Ledger:
         forward: Callable[[Tensor], object] | None = None,
     ) -> Row:
         """Measure ``model`` and append a row.
+
+        Its latency is timed later, with every other row (class docstring).
 
         Args:
             name: row label.
@@ -309,16 +354,6 @@ class Ledger:
             counted = ((x, y) for x, y in loader if not seen.append(len(y)))
             acc = evaluate(model if forward is model else _AsModule(forward), counted)
             n = sum(seen)
-        lat = [
-            measure_latency(
-                forward,
-                torch.randn(b, *self.input_shape),
-                warmup=self.warmup,
-                repeats=self.repeats,
-                threads=self.threads,
-            )
-            for b in (1, 64)
-        ]
         row = Row(
             name,
             acc,
@@ -328,10 +363,10 @@ class Ledger:
             count_macs(model, self.input_shape),
             len(payload),
             gzip_bytes(payload),
-            lat[0],
-            lat[1],
         )
-        self.rows.append(row)
+        self._rows.append(row)
+        self._forwards[id(row)] = forward
+        self._timed = False
         return row
 
     def records(self) -> list[dict[str, object]]:
@@ -345,14 +380,14 @@ class Ledger:
         return [
             {
                 "model": r.name,
-                "acc %": "-" if r.accuracy is None else f"{100 * r.accuracy:.2f}",
+                "acc %": _accuracy(r),
                 "params": f"{r.params:,}",
                 "nonzero": f"{r.nonzeros:,}",
                 "MMACs": f"{r.macs / 1e6:.2f}",
                 "file KB": f"{r.file_bytes / 1e3:.1f}",
                 "gzip KB": f"{r.gzip_bytes / 1e3:.1f}",
-                "ms b1": f"{r.latency_b1.median_ms:.2f}",
-                "ms b64": f"{r.latency_b64.median_ms:.2f}",
+                "ms b1": _spread(r.latency_b1),
+                "ms b64": _spread(r.latency_b64),
                 **(self._factors(r, base) if base is not None else {}),
             }
             for r in self.rows
@@ -367,12 +402,17 @@ class Ledger:
         names = [r.name for r in self.rows]
         raise ValueError(f"baseline {self.baseline!r} is not a row; rows: {names}")
 
-    @staticmethod
-    def _factors(r: Row, base: Row) -> dict[str, str]:
+    def _factors(self, r: Row, base: Row) -> dict[str, str]:
+        a, b = base.latency_b64, r.latency_b64
+        try:
+            s = stats.speedup(a.samples_ms, b.samples_ms, rounds=self.rounds)
+            b64 = f"{s.ratio:.2f} [{s.low:.2f}, {s.high:.2f}]"
+        except ValueError:  # a row timed elsewhere: no common rounds
+            b64 = f"{a.median_ms / b.median_ms:.2f}"
         return {
             "×size": f"{base.file_bytes / r.file_bytes:.2f}",
             "×MACs": f"{base.macs / r.macs:.2f}" if r.macs else "-",
-            "×b64": f"{base.latency_b64.median_ms / r.latency_b64.median_ms:.2f}",
+            "×b64": b64,
         }
 
     def to_markdown(self) -> str:
@@ -393,7 +433,11 @@ class Ledger:
         width = {h: max(len(h), *(len(str(r[h])) for r in recs)) for h in head}
         lines = ["  ".join(h.rjust(width[h]) for h in head)]
         lines += ["  ".join(str(r[h]).rjust(width[h]) for h in head) for r in recs]
-        note = f"latency: median of {self.repeats} runs, {self.threads} thread(s)"
+        note = (
+            f"latency: median ± IQR/2 of {self.repeats} runs in {self.rounds} "
+            f"alternating rounds, {self.threads} thread(s); acc: ± half the 95 % "
+            "interval" + ("; ×b64: 95 % interval" if self.baseline else "")
+        )
         return "\n".join([describe_cpu(), *lines, note])
 
     def plot(self, title: str | None = None):  # noqa: ANN201 - a matplotlib Figure
@@ -432,6 +476,22 @@ class Ledger:
         fig.suptitle(title or "The ledger, measured in this run")
         fig.tight_layout()
         return fig
+
+
+def _spread(lat: Latency | None) -> str:
+    if lat is None:
+        return "-"
+    return f"{lat.median_ms:.2f} ±{(lat.q3_ms - lat.q1_ms) / 2:.2f}"
+
+
+def _accuracy(r: Row) -> str:
+    if r.accuracy is None:
+        return "-"
+    if not r.eval_images:
+        return f"{100 * r.accuracy:.2f}"
+    correct = round(r.accuracy * r.eval_images)
+    lo, hi = stats.wilson_interval(correct, r.eval_images)
+    return f"{100 * r.accuracy:.2f} ±{100 * (hi - lo) / 2:.2f}"
 
 
 class _AsModule(nn.Module):

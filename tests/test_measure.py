@@ -1,12 +1,14 @@
+import dataclasses
 import gzip
 import io
+import re
 
 import pytest
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lwt import measure
+from lwt import measure, stats
 
 
 def test_macs_of_single_layers():
@@ -76,7 +78,7 @@ def test_latency_and_threads():
 def test_ledger_rows_and_table():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     batches = [(torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,))) for _ in range(2)]
-    ledger = measure.Ledger((1, 2, 2), repeats=3)
+    ledger = measure.Ledger((1, 2, 2), repeats=4, rounds=2)
     row = ledger.measure("tiny", model, batches)
     assert row.eval_images == 10 and 0 <= row.accuracy <= 1
     assert row.params == 15 and row.macs == 12
@@ -85,14 +87,14 @@ def test_ledger_rows_and_table():
     assert custom.file_bytes == 100 and custom.accuracy is None
     md = ledger.to_markdown()
     assert md.count("\n") == 3 and "| tiny |" in md
-    assert "tiny" in str(ledger) and "median of 3 runs" in str(ledger)
+    assert "tiny" in str(ledger) and "4 runs in 2 alternating rounds" in str(ledger)
     assert ledger.plot() is not None
 
 
 def test_ledger_plot_names_every_row_in_one_legend():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     batches = [(torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,)))]
-    ledger = measure.Ledger((1, 2, 2), repeats=3)
+    ledger = measure.Ledger((1, 2, 2), repeats=4, rounds=2)
     for name in ("torch", "onnx", "other"):  # same file, accuracy: one spot
         ledger.measure(name, model, batches)
     fig = ledger.plot()
@@ -107,7 +109,7 @@ def test_ledger_plot_names_every_row_in_one_legend():
 def test_ledger_factors_against_a_baseline_row():
     big = nn.Sequential(nn.Flatten(), nn.Linear(4, 30), nn.Linear(30, 3))
     small = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
-    ledger = measure.Ledger((1, 2, 2), repeats=3, baseline="big")
+    ledger = measure.Ledger((1, 2, 2), repeats=4, rounds=2, baseline="big")
     ledger.measure("big", big)
     ledger.measure("small", small, payload=b"x" * 50)
     big_rec, small_rec = ledger.records()
@@ -116,6 +118,8 @@ def test_ledger_factors_against_a_baseline_row():
     assert small_rec["×size"] == f"{size:.2f}"
     assert small_rec["×MACs"] == f"{(4 * 30 + 30 * 3) / 12:.2f}"
     assert "×b64" in ledger.to_markdown()
+    assert re.fullmatch(r"1\.00 \[1\.00, 1\.00\]", big_rec["×b64"])
+    assert re.fullmatch(r"\d+\.\d\d \[\d+\.\d\d, \d+\.\d\d\]", small_rec["×b64"])
     with pytest.raises(ValueError, match="baseline 'nope'"):
         measure.Ledger((1, 2, 2), baseline="nope").records()
 
@@ -136,10 +140,53 @@ def test_ledger_times_and_scores_a_custom_forward():
         return model(x).detach().numpy()
 
     batches = [(torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,)))]
-    ledger = measure.Ledger((1, 2, 2), repeats=2)
+    ledger = measure.Ledger((1, 2, 2), repeats=2, rounds=2)
     row = ledger.measure("deployed", model, batches, forward=deployed)
     assert row.accuracy == measure.evaluate(model, batches)
-    assert 5 in calls and 64 in calls and 1 in calls  # evaluated and timed at b1, b64
+    assert calls == [5] and row.latency_b64 is None  # timed when shown, with the rest
+    assert ledger.rows[0].latency_b64 is not None
+    assert 64 in calls and 1 in calls  # timed at b1, b64
+
+
+def test_ledger_times_its_rows_in_alternating_rounds():
+    calls = []
+
+    def fwd(name):
+        return lambda x: calls.append((name, len(x)))
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    ledger = measure.Ledger((1, 2, 2), repeats=4, rounds=2, warmup=1)
+    for name in "ab":
+        ledger.measure(name, model, forward=fwd(name))
+    assert calls == []
+    str(ledger)
+    b64 = [n for n, b in calls if b == 64]
+    # round 1: a (1 warm-up + 2), b (the same); round 2: a (1 + 2), b (1 + 2)
+    assert b64 == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+    n = len(calls)
+    str(ledger)
+    assert len(calls) == n  # nothing new: not timed again
+    ledger.measure("c", model, forward=fwd("c"))
+    assert ledger.rows
+    assert {name for name, _ in calls[n:]} == {"a", "b", "c"}  # all timed together
+    elsewhere = dataclasses.replace(ledger.rows[0], name="from another ledger")
+    ledger.rows.append(elsewhere)
+    assert "from another ledger" in str(ledger) and ledger.rows[-1] is elsewhere
+
+
+def test_ledger_shows_spreads_and_intervals():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.randn(400, 1, 2, 2), torch.randint(0, 3, (400,))
+    ledger = measure.Ledger((1, 2, 2), repeats=4, rounds=2)
+    row = ledger.measure("m", model, [(x, y)])
+    rec = ledger.records()[0]
+    lo, hi = stats.wilson_interval(round(row.accuracy * 400), 400)
+    assert rec["acc %"] == f"{100 * row.accuracy:.2f} ±{100 * (hi - lo) / 2:.2f}"
+    lat = row.latency_b64
+    assert rec["ms b64"] == f"{lat.median_ms:.2f} ±{(lat.q3_ms - lat.q1_ms) / 2:.2f}"
+    with pytest.raises(ValueError, match="rounds"):
+        measure.Ledger((1, 2, 2), rounds=0)
+    assert measure.Ledger((1, 2, 2), repeats=3, rounds=5).rounds == 3
 
 
 def test_compare_latency_alternates_and_pools_rounds():
@@ -148,7 +195,7 @@ def test_compare_latency_alternates_and_pools_rounds():
     lat = measure.compare_latency(fns, torch.zeros(1), rounds=3, repeats=2)
     assert set(lat) == {"a", "b"} and all(len(v.samples_ms) == 6 for v in lat.values())
     assert calls[:7] == ["a"] * 7 and calls[7] == "b"  # warm-up 5 + 2 timed, then b
-    assert calls.count("a") == calls.count("b") == 3 * 7
+    assert calls.count("a") == calls.count("b") == 7 + 2 * 3  # later rounds: 1 + 2
     with pytest.raises(ValueError, match="rounds"):
         measure.compare_latency(fns, torch.zeros(1), rounds=0)
 

@@ -31,7 +31,7 @@ def test_cpu_features_from_synthetic_cpuinfo():
 
 
 def test_ledger_header_names_the_cpu():
-    ledger = measure.Ledger((1, 28, 28), repeats=2)
+    ledger = measure.Ledger((1, 28, 28), repeats=2, rounds=2)
     ledger.measure("lenet300", models.create_model("lenet300"))
     first = str(ledger).splitlines()[0]
     assert first == cpu.describe_cpu()
