@@ -8,7 +8,10 @@ Each notebook is copied as committed, except:
   (``jupyter.source_hidden``) other than the maintainers' ``# README results`` cells; a
   short Markdown cell takes its place, so the learner knows a solution existed there;
 - the outputs of the **exercise cells** (the stubs, marked ``YOUR CODE``) are cleared,
-  so the learner sees no answer printed before running their own code.
+  so the learner sees no answer printed before running their own code;
+- sentences that point at a solution below (``Solutions are in the collapsed cell
+  below``, ``solution 3 says…``) point at the course's full notebook instead
+  (:data:`REWORDING`).
 
 Everything else (text, figures, the other outputs) stays as committed, so the student
 copy reads like the course and runs top to bottom like it (the stubs print "not yet"
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 from pathlib import Path
 
 from .data import REPO_ROOT
@@ -29,6 +33,36 @@ PLACEHOLDER = (
     "*(The solution cell was removed from the student copy. Write your own above; "
     "the full notebook is in the course's `notebooks/` folder.)*"
 )
+
+FULL = "the course's full notebook (`notebooks/`)"
+# Markdown that points at a removed solution, and how the student copy words it.
+REWORDING = [
+    (
+        re.compile(
+            r"[Tt]he solution is (?:in the collapsed cell|collapsed)\s+below it"
+        ),
+        f"the solution is in {FULL}",
+    ),
+    (
+        re.compile(
+            r"Solutions are in the collapsed cell (?:below|after [^(.]*?)"
+            r"(?:\s+\([^)]*\))?\."
+        ),
+        f"Solutions are in {FULL}.",
+    ),
+    (re.compile(r"Solution \(expand\):"), f"The solution is in {FULL}."),
+    (
+        re.compile(r"\b([Tt]he )?[Ss]olution(?= \d| times)"),
+        "the full notebook's solution",
+    ),
+]
+
+
+def reword(markdown: str) -> str:
+    """A Markdown cell's text as the student copy shows it (:data:`REWORDING`)."""
+    for pattern, replacement in REWORDING:
+        markdown = pattern.sub(replacement, markdown)
+    return markdown
 
 
 def is_solution(cell: dict) -> bool:
@@ -62,6 +96,8 @@ def student_copy(nb: dict) -> tuple[dict, list[dict]]:
             continue
         if is_exercise(cell):
             cell["outputs"], cell["execution_count"] = [], None
+        if cell["cell_type"] == "markdown":
+            cell["source"] = reword("".join(cell["source"]))
         cells.append(cell)
     for cell in cells:
         cell.pop("id", None)  # nbformat 4.4: ids are optional; fresh copies need none

@@ -78,7 +78,7 @@ GRAPH = {module_name(p): imports_of(p) for p in PKG.rglob("*.py")}
 
 def unit(mod: str) -> str:
     """The unit a module belongs to: its technique subpackage, or itself."""
-    for t in TECHNIQUES | {"lwt.recipes"}:
+    for t in TECHNIQUES | {"lwt.recipes", "lwt.exercises"}:
         if mod == t or mod.startswith(t + "."):
             return t
     return mod
@@ -96,7 +96,7 @@ def layer(mod: str) -> int:
         return LAYER["recipes"]
     if u == "lwt.zoo":
         return LAYER["zoo"]
-    if u in ("lwt.doctor", "lwt.student"):  # pre-flight check, student copies
+    if u in ("lwt.doctor", "lwt.student", "lwt.exercises"):  # tools for the course
         return LAYER["tools"]
     raise AssertionError(f"{mod}: give it a layer in tests/test_architecture.py")
 

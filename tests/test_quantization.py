@@ -165,6 +165,17 @@ def test_integer_reference_within_one_lsb():
         ref = Q.quantize(qm(x), y_fq.scale, y_fq.zero_point)
         assert y_q.dtype == torch.int32 and y_q.shape == ref.shape
         assert (y_q - ref).abs().max() <= 1
+        # a per-channel requantization of one's own (notebook 02) gives the same codes
+        calls = []
+
+        def mine(acc, M, zp, calls=calls):
+            calls.append(M)
+            return integer.requantize(acc, M, zp, 8)
+
+        y_mine = integer.integer_forward(
+            qm.get_submodule("0"), x_q, x_fq, y_fq, relu=relu, rescale=mine
+        )
+        assert torch.equal(y_mine.int(), y_q) and len(calls) == y_q.shape[1]
 
 
 def test_checkpoint_round_trip_keeps_activation_ranges():

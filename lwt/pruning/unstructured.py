@@ -58,7 +58,8 @@ def set_mask(module: nn.Module, mask: Tensor) -> None:
 def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
     """Mask keeping the ``(1 - sparsity)`` fraction of largest ``|w|``.
 
-    ``mask = |w| > t`` with ``t`` the ``round(sparsity * n)``-th smallest ``|w|``.
+    Zeroes exactly ``k = round(sparsity · n)`` entries, those of smallest ``|w|`` (ties
+    by position: a stable sort), so tied weights at the threshold are not all pruned.
     """
     _check_amount(sparsity, "sparsity")
     k = round(sparsity * weight.numel())

@@ -12,6 +12,8 @@ Integer-Arithmetic-Only Inference. CVPR 2018.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
@@ -63,6 +65,8 @@ def integer_forward(
     x_quant: FakeQuant,
     y_quant: FakeQuant,
     relu: bool = False,
+    *,
+    rescale: Callable[[Tensor, float, int], Tensor] | None = None,
 ) -> Tensor:
     """Integer-only inference of one prepared conv/linear layer (Jacob et al. 2018,
     Sec. 2.2-2.4): int8 inputs and weights, int32 accumulators, integer output.
@@ -77,6 +81,8 @@ def integer_forward(
         x_q: integer input, ``(N, C, H, W)`` or ``(N, F)``.
         x_quant, y_quant: the frozen activation quantizers before and after.
         relu: a ReLU follows the layer.
+        rescale: your own requantization ``(acc, M, Z_y) -> uint8 codes``, called once
+            per output channel instead of :func:`requantize` (notebook 02's exercise).
     """
     w_q, w_fq = quantized_weight(layer)
     x = x_q.to(torch.int64) - int(x_quant.zero_point.item())
@@ -94,7 +100,14 @@ def integer_forward(
     if layer.bias is not None:
         acc = acc + torch.round(layer.bias.detach().double() / s_xw).long()[:, None]
     mult = (s_xw / y_quant.scale.double())[:, None]  # (C_out, 1)
-    y = requantize(acc, mult, int(y_quant.zero_point.item()), y_quant.bits, relu=relu)
+    zp = int(y_quant.zero_point.item())
+    if rescale is None:
+        y = requantize(acc, mult, zp, y_quant.bits, relu=relu)
+    else:
+        y = torch.stack(
+            [torch.as_tensor(rescale(acc[:, c], float(mult[c]), zp)).long()
+             for c in range(acc.shape[1])], 1)  # fmt: skip
+        y = y.clamp(min=zp) if relu else y
     if isinstance(layer, nn.Conv2d):
         pad, dil, k, st = (
             layer.padding[0],

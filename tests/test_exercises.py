@@ -1,0 +1,488 @@
+"""The implement-it checks are tested: each passes its notebook's own solution and
+rejects the library call, the shortcuts and the usual mistakes (issue 34)."""
+
+from __future__ import annotations
+
+import ast
+import heapq
+import itertools
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lwt import distill, lowrank, measure, pareto
+from lwt.exercises import (
+    lesson00,
+    lesson01,
+    lesson02,
+    lesson03,
+    lesson04,
+    lesson05,
+    lesson06,
+    lesson07,
+)
+from lwt.pruning import surgery, unstructured
+from lwt.quantization import integer, primitives
+from lwt.sharing import huffman, kmeans
+from lwt.transfer import rotations
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _solutions() -> dict:
+    """Every function and class defined in the notebooks' collapsed solution cells."""
+    ns = {
+        "torch": torch,
+        "nn": nn,
+        "F": F,
+        "math": math,
+        "time": time,
+        "statistics": statistics,
+        "heapq": heapq,
+        "itertools": itertools,
+    }
+    for path in sorted(NOTEBOOKS.glob("0*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            hidden = cell["metadata"].get("jupyter", {}).get("source_hidden", False)
+            if cell["cell_type"] != "code" or not hidden:
+                continue
+            tree = ast.parse("".join(cell["source"]))
+            keep = [
+                n
+                for n in tree.body
+                if isinstance(
+                    n, (ast.FunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom)
+                )
+            ]
+            exec(compile(ast.Module(keep, []), str(path), "exec"), ns)  # noqa: S102
+    return ns
+
+
+SOLUTIONS = _solutions()
+
+
+# ------------------------------------------------------------------ wrong answers
+def _fq(*, div=False, half_up=False, real_mask=False, lib=False, torch_op=False):
+    class Wrong(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, S, Z, bits):
+            qmax = 2**bits - 1
+            if lib:
+                ctx.save_for_backward(torch.ones_like(x, dtype=torch.bool))
+                return primitives.fake_quantize(x, S, Z, bits)
+            if torch_op:
+                ctx.save_for_backward(torch.ones_like(x, dtype=torch.bool))
+                return torch.fake_quantize_per_tensor_affine(
+                    x, float(S), int(Z), 0, qmax
+                )
+            t = x / S if div else x * (1 / S)
+            q = (torch.floor(t + 0.5) if half_up else torch.round(t)) + Z
+            inside = (
+                ((x >= -S * Z) & (x <= S * (qmax - Z)))
+                if real_mask
+                else (q >= 0) & (q <= qmax)
+            )
+            ctx.save_for_backward(inside)
+            return S * (q.clamp(0, qmax) - Z)
+
+        @staticmethod
+        def backward(ctx, g):
+            (inside,) = ctx.saved_tensors
+            return g * inside, None, None, None
+
+    return Wrong
+
+
+def _requant(*, bits=31, dtype=torch.long, trunc=False):
+    def wrong(acc, M, zp):
+        m, e = math.frexp(M)
+        m0, n = round(m * 2**bits), bits - e
+        p = acc.to(dtype) * m0 + (1 << (n - 1))
+        y = torch.div(p, 2**n, rounding_mode="trunc") if trunc else p >> n
+        return (y + zp).clamp(0, 255)
+
+    return wrong
+
+
+def _kmeans_nan(values, k, iters=100):
+    v = values.flatten().float()
+    c = torch.linspace(v.min().item(), v.max().item(), k)
+    for _ in range(iters):
+        lab = (v[:, None] - c).abs().argmin(1)
+        c = torch.stack([v[lab == j].mean() for j in range(k)])
+    return c, lab.view(values.shape)
+
+
+def _mask_threshold(w, amount):
+    k = round(amount * w.numel())
+    if k == 0:
+        return torch.ones_like(w)
+    t = w.abs().flatten().kthvalue(k).values
+    return (w.abs() > t).float()
+
+
+def _mask_int(w, amount):
+    k = int(amount * w.numel())
+    m = torch.ones(w.numel())
+    m[w.abs().flatten().argsort()[:k]] = 0
+    return m.view_as(w)
+
+
+def _mask_signed(w, amount):
+    k = round(amount * w.numel())
+    m = torch.ones(w.numel())
+    m[w.flatten().argsort()[:k]] = 0
+    return m.view_as(w)
+
+
+def _zero_filter(conv, bn, nxt, j):
+    import copy
+
+    c = copy.deepcopy(conv)
+    with torch.no_grad():
+        c.weight[j] = 0
+    return c, copy.deepcopy(bn), copy.deepcopy(nxt)
+
+
+def _remove_default_bn(conv, bn, nxt, j):
+    c, b, n = SOLUTIONS["remove_filter_solution"](conv, bn, nxt, j)
+    fresh = nn.BatchNorm2d(b.num_features)  # eps and momentum forgotten
+    fresh.load_state_dict(b.state_dict())
+    return c, fresh, n
+
+
+def _svd_unbalanced(layer, rank):
+    U, S, Vh = torch.linalg.svd(layer.weight.detach(), full_matrices=False)
+    first = nn.Linear(layer.in_features, rank, bias=False)
+    second = nn.Linear(rank, layer.out_features, bias=layer.bias is not None)
+    with torch.no_grad():
+        first.weight.copy_(Vh[:rank])
+        second.weight.copy_(U[:, :rank] * S[:rank])
+        if layer.bias is not None:
+            second.bias.copy_(layer.bias)
+    return nn.Sequential(first, second)
+
+
+def _p4(**kw):
+    return lambda w: lesson04._variant(w, **kw)
+
+
+def _kd(mistake):
+    return lesson05.MISTAKES[
+        next(m for m in lesson05.MISTAKES if m.startswith(mistake))
+    ]
+
+
+def _front_no_ties(costs, scores):  # keeps equal-cost models with lower scores
+    order = sorted(range(len(costs)), key=lambda i: costs[i])
+    front = []
+    for i in order:
+        if not front or scores[i] > scores[front[-1]] or costs[i] == costs[front[-1]]:
+            front.append(i)
+    return front
+
+
+def _huffman_single0(counts):
+    used = [c for c in counts if c]
+    return [0] * len(counts) if len(used) == 1 else huffman.code_lengths(counts)
+
+
+def _latency_mean(fn, x, warmup=3, repeats=15):
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(x)
+        times.append((time.perf_counter() - t) * 1e3)
+    return sum(times) / len(times)
+
+
+def _latency_seconds(fn, x, warmup=3, repeats=15):
+    return SOLUTIONS["my_latency_ms_solution"](fn, x, warmup, repeats) / 1e3
+
+
+def _latency_no_warmup(fn, x, warmup=3, repeats=15):
+    return SOLUTIONS["my_latency_ms_solution"](fn, x, 0, repeats)
+
+
+def _conv_no_groups(conv, shape):
+    p, m = SOLUTIONS["conv_cost_solution"](conv, shape)
+    return p * conv.groups, m * conv.groups
+
+
+def _conv_no_dilation(conv, shape):
+    c, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, conv.padding
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    per = (c // conv.groups) * kh * kw
+    return conv.out_channels * per + (
+        conv.out_channels if conv.bias is not None else 0
+    ), conv.out_channels * ho * wo * per
+
+
+CASES = {
+    (lesson00.check_conv_cost, "conv_cost_solution"): {
+        "the library": lambda conv, shape: (
+            measure.count_params(conv),
+            measure.count_macs(conv, shape),
+        ),
+        "groups ignored": _conv_no_groups,
+        "dilation ignored": _conv_no_dilation,
+        "bias ignored": lambda conv, s: (
+            SOLUTIONS["conv_cost_solution"](conv, s)[0]
+            - (conv.out_channels if conv.bias is not None else 0),
+            SOLUTIONS["conv_cost_solution"](conv, s)[1],
+        ),
+    },
+    (lesson00.check_latency, "my_latency_ms_solution"): {
+        "the library": lambda f, x, warmup, repeats: (
+            measure.measure_latency(f, x, warmup, repeats).median_ms
+        ),
+        "mean": _latency_mean,
+        "seconds": _latency_seconds,
+        "no warm-up": _latency_no_warmup,
+    },
+    (lesson01.check_magnitude_mask, "my_magnitude_mask_solution"): {
+        "the library": unstructured.magnitude_mask,
+        "threshold (ties)": _mask_threshold,
+        "int() instead of round()": _mask_int,
+        "signed values": _mask_signed,
+        "bool mask": lambda w, a: SOLUTIONS["my_magnitude_mask_solution"](w, a).bool(),
+    },
+    (lesson01.check_remove_filter, "remove_filter_solution"): {
+        "the library": lambda c, b, n, j: (
+            surgery.keep_outputs(
+                c, k := torch.tensor([i for i in range(c.out_channels) if i != j])
+            ),
+            surgery.keep_bn(b, k),
+            surgery.keep_inputs(n, k),
+        ),
+        "zeroed, not removed": _zero_filter,
+        "BN eps and momentum forgotten": _remove_default_bn,
+    },
+    (lesson02.check_ste, "MyFakeQuantSolution"): {
+        "the library": _fq(lib=True),
+        "torch's fake_quantize": _fq(torch_op=True),
+        "round half up": _fq(half_up=True),
+        "x / S": _fq(div=True),
+        "mask on the real range": _fq(real_mask=True),
+    },
+    (lesson02.check_requantize, "my_requantize_solution"): {
+        "the library": lambda acc, M, zp: integer.requantize(acc, M, zp, 8),
+        "float64 round": lambda acc, M, zp: (torch.round(acc.double() * M) + zp).clamp(
+            0, 255
+        ),
+        "float64 round half up": lambda acc, M, zp: (
+            torch.floor(acc.double() * M + 0.5) + zp
+        ).clamp(0, 255),
+        "float32 round half away": lambda acc, M, zp: (
+            torch.sign(acc * M) * torch.floor((acc * M).abs() + 0.5) + zp
+        ).clamp(0, 255),
+        "15-bit multiplier": _requant(bits=15),
+        "int32": _requant(dtype=torch.int32),
+        "truncating shift": _requant(trunc=True),
+    },
+    (lesson03.check_split, "my_svd_split_solution"): {
+        "the library": lowrank.svd_linear,
+        "Σ on one side": _svd_unbalanced,
+        "bias on both": lambda layer, r: (
+            lambda s: (setattr(s[0], "bias", nn.Parameter(torch.zeros(r))), s)[1]
+        )(SOLUTIONS["my_svd_split_solution"](layer, r)),
+    },
+    (lesson04.check_p4_bank, "my_p4_bank_solution"): {
+        "the library": lambda w: rotations.group_bank(w, "p4"),
+        "rotated the other way": _p4(sign=-1),
+        "shifted the other way": _p4(shift=-1),
+        "not shifted": _p4(shift=0),
+        "rows r-major": _p4(rows_r_first=True),
+    },
+    (lesson05.check_kd_loss, "my_kd_loss_solution"): {
+        "the library": distill.kd_loss,
+        **{
+            m: _kd(m)
+            for m in (
+                "the T²",
+                "F.kl_div(reduction='mean')",
+                "the KL is summed",
+                "α weights",
+                "KL the wrong",
+                "the teacher",
+            )
+        },
+    },
+    (lesson06.check_kmeans, "my_kmeans_1d"): {
+        "the library": kmeans.kmeans_1d,
+        "NaN for empty clusters": _kmeans_nan,
+        "flat labels": lambda v, k: (lambda c, lab: (c, lab.flatten()))(
+            *SOLUTIONS["my_kmeans_1d"](v, k)
+        ),
+    },
+    (lesson06.check_code_lengths, "my_code_lengths"): {
+        "the library": huffman.code_lengths,
+        "hard-coded": lambda counts: [5, 4, 3, 2, 2, 3, 3, 5],
+        "Shannon lengths": lambda counts: [
+            math.ceil(-math.log2(c / sum(counts))) if c else 0 for c in counts
+        ],
+        "lone symbol 0 bits": _huffman_single0,
+        "zero counts coded": lambda counts: huffman.code_lengths(
+            [max(c, 1) for c in counts]
+        ),
+    },
+    (lesson07.check_front, "my_pareto_front"): {
+        "the library": pareto.pareto_front,
+        "equal costs kept": _front_no_ties,
+        "unsorted": lambda c, s: sorted(pareto.pareto_front(c, s), reverse=True),
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "check,solution", list(CASES), ids=lambda v: getattr(v, "__name__", v)
+)
+def test_the_notebook_solution_passes(check, solution, capsys):
+    assert check(SOLUTIONS[solution]), capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("pass: ")
+
+
+WRONG = [
+    (check, name, wrong)
+    for (check, _), wrongs in CASES.items()
+    for name, wrong in wrongs.items()
+]
+
+
+@pytest.mark.parametrize(
+    "check,name,wrong", WRONG, ids=[f"{c.__name__}-{n}" for c, n, _ in WRONG]
+)
+def test_a_wrong_answer_is_rejected_with_a_reason(check, name, wrong, capsys):
+    assert not check(wrong)
+    out = capsys.readouterr().out
+    assert out.startswith("not yet: ") and "pass:" not in out
+    if name == "the library":
+        assert "hides this ready-made answer" in out, out
+
+
+def test_a_stub_is_not_yet(capsys):
+    def stub(*args):
+        raise NotImplementedError
+
+    assert not lesson07.check_front(stub)
+    assert "still raises NotImplementedError" in capsys.readouterr().out
+
+
+def test_the_guard_is_removed_after_a_check():
+    import sys
+
+    before = sys.getprofile()
+    lesson07.check_front(pareto.pareto_front)
+    assert sys.getprofile() is before
+
+
+# ------------------------------------------------------------ end-of-lesson exercises
+def _apoz_model_and_batches():
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("flat", nn.Flatten())
+    model.add_module("fc1", nn.Linear(20, 30))
+    model.add_module("fc2", nn.Linear(30, 4))
+    batches = [(torch.randn(16, 20), torch.zeros(16)) for _ in range(3)]
+    return model, batches
+
+
+def _apoz_leaves_hook(model, batches):
+    zeros, seen = torch.zeros(model.fc1.out_features), 0
+
+    def count(_m, _i, out):
+        nonlocal zeros, seen
+        zeros += (torch.relu(out) == 0).sum(0)
+        seen += out.shape[0]
+
+    model.fc1.register_forward_hook(count)
+    with torch.no_grad():
+        for x, _ in batches:
+            model(x)
+    return zeros / seen
+
+
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        None,
+        lambda m, b: neurons_apoz(m, b),
+        lambda m, b: 100 * SOLUTIONS["my_apoz_solution"](m, b),
+        _apoz_leaves_hook,
+        lambda m, b: 1 - SOLUTIONS["my_apoz_solution"](m, b),
+    ],
+    ids=["solution", "the library", "percent", "hook left", "nonzeros"],
+)
+def test_check_apoz(wrong, capsys):
+    model, batches = _apoz_model_and_batches()
+    if wrong is None:
+        assert lesson01.check_apoz(SOLUTIONS["my_apoz_solution"], model, batches)
+    else:
+        assert not lesson01.check_apoz(wrong, model, batches)
+        assert capsys.readouterr().out.startswith("not yet: ")
+
+
+def neurons_apoz(model, batches):
+    from lwt.pruning import neurons
+
+    return neurons.activation_stats(model, ["fc1"], batches)["fc1"].apoz
+
+
+def _pruned_mlp():
+    from lwt import models, pruning
+
+    torch.manual_seed(0)
+    m = models.LeNet300100()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.05)  # bell-shaped like trained weights
+    return pruning.make_permanent(pruning.magnitude_prune(m, 0.3))
+
+
+def test_check_shared_bits(capsys):
+    from lwt import sharing
+
+    pruned = _pruned_mlp()
+    bits = {"fc1": 2, "fc2": 4, "fc3": 5}
+    shared = sharing.unshare(sharing.share_weights(_pruned_mlp(), bits))
+    assert lesson06.check_shared_bits(lambda: shared, pruned, bits)
+    capsys.readouterr()
+    three = sharing.unshare(sharing.share_weights(_pruned_mlp(), {**bits, "fc1": 3}))
+    for wrong in (
+        _pruned_mlp,
+        lambda: three,
+        lambda: __import__("lwt").models.LeNet300100(),
+    ):
+        assert not lesson06.check_shared_bits(wrong, pruned, bits)
+        assert capsys.readouterr().out.startswith("not yet: ")
+
+
+def test_check_hashed(capsys):
+    from lwt import sharing
+
+    sizes = [(784, 300), (300, 100), (100, 10)]
+
+    def mlp(factor, plain=False):
+        layers = [
+            nn.Linear(i, o)
+            if plain
+            else sharing.HashedLinear(i, o, max(1, i * o // factor))
+            for i, o in sizes
+        ]
+        return nn.Sequential(*layers)
+
+    assert lesson06.check_hashed(lambda: mlp(32), 32, sizes)
+    capsys.readouterr()
+    for wrong in (lambda: mlp(8), lambda: mlp(32, plain=True), lambda: mlp(32)[:2]):
+        assert not lesson06.check_hashed(wrong, 32, sizes)
+        assert capsys.readouterr().out.startswith("not yet: ")
