@@ -248,10 +248,10 @@ class Row:
 class Ledger:
     """Collects measured rows and shows them as a table and as plots.
 
-    Latency is timed for all rows together, in ``rounds`` alternating rounds
-    (:func:`compare_latency`, ``repeats`` runs per row in all, so at most
-    ``repeats`` rounds), when the ledger is
-    shown or its ``rows`` are read after a new row: one model measured twice cannot
+    Latency is timed for all rows together, in ``rounds`` alternating rounds of
+    ``repeats // rounds`` runs each (:func:`compare_latency`; at most ``repeats``
+    rounds), when the ledger is shown or its ``rows`` are read after a new row: one
+    model measured twice cannot
     look faster only because the machine drifted between the two. The table shows
     each latency as its median ± half its interquartile range, each accuracy ± half
     its 95 % Wilson interval, and (with ``baseline``) the batch-64 speed-up with its
@@ -434,7 +434,8 @@ class Ledger:
         lines = ["  ".join(h.rjust(width[h]) for h in head)]
         lines += ["  ".join(str(r[h]).rjust(width[h]) for h in head) for r in recs]
         note = (
-            f"latency: median ± IQR/2 of {self.repeats} runs in {self.rounds} "
+            f"latency: median ± IQR/2 of {self.repeats // self.rounds * self.rounds} "
+            f"runs in {self.rounds} "
             f"alternating rounds, {self.threads} thread(s); acc: ± half the 95 % "
             "interval" + ("; ×b64: 95 % interval" if self.baseline else "")
         )

@@ -91,9 +91,7 @@ def check_conv_cost(fn: Callable) -> bool:
         cases = _conv_cases()
         for name, conv, shape, cause in cases:
             want = (measure.count_params(conv), measure.count_macs(conv, shape))
-            guard = Guard(
-                ["measure.py"], shortcuts=(), hidden_paths=[flop_counter.__file__]
-            )
+            guard = Guard(["measure.py"], hidden_paths=[flop_counter.__file__])
             got = attempt("conv_cost", guard, fn, conv, shape)
             try:
                 got = tuple(int(v) for v in got)

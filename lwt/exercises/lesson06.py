@@ -175,13 +175,13 @@ def check_code_lengths(fn: Callable, counts: Sequence[int] | None = None) -> boo
                     expected=f"{len(cnt)} lengths",
                     got=f"{len(got)} lengths",
                 )
+            shown = {"case": f"{name}: {short(cnt)}", "expected": short(want),
+                     "got": short(got)}  # fmt: skip
             for s, (c, ln) in enumerate(zip(cnt, got, strict=True)):
                 if (c == 0) != (ln == 0):
                     fail(
                         f"symbol {s} occurs {c} times but has length {ln}",
-                        case=f"{name}: {short(cnt)}",
-                        expected=short(want),
-                        got=short(got),
+                        **shown,
                         hint="a symbol that never occurs gets no code (length 0); "
                         "every other symbol, even a lone one, gets at least 1 bit",
                     )
@@ -189,9 +189,7 @@ def check_code_lengths(fn: Callable, counts: Sequence[int] | None = None) -> boo
             if kraft > 1 + 1e-12:
                 fail(
                     f"not a prefix code: Kraft sum {kraft:.4f} > 1",
-                    case=f"{name}: {short(cnt)}",
-                    expected=short(want),
-                    got=short(got),
+                    **shown,
                     hint="every symbol under a merged node gets one bit longer",
                 )
             bits, best = (
@@ -201,9 +199,7 @@ def check_code_lengths(fn: Callable, counts: Sequence[int] | None = None) -> boo
             if bits != best:
                 fail(
                     f"a prefix code, but not optimal: {bits:,} bits, Huffman {best:,}",
-                    case=f"{name}: {short(cnt)}",
-                    expected=short(want),
-                    got=short(got),
+                    **shown,
                     hint="always merge the two least frequent nodes (a heap: heapq)",
                 )
         return f"optimal prefix codes for all {len(cases)} histograms"
