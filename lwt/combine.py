@@ -146,11 +146,11 @@ def compress(
     if qat_epochs:
         kd = distill.Distiller(qmodel, teacher, T=T, alpha=alpha)
 
-        def finetune(m: nn.Module) -> None:  # m is kd's student: train through kd
+        def retrain(m: nn.Module) -> None:  # m is kd's student: train through kd
             train.finetune(kd, train_loader, epochs=qat_epochs, lr=qat_lr,
                            loss_fn=kd.loss, quiet=quiet)  # fmt: skip
 
-        quantization.qat(qmodel, finetune)
+        quantization.qat(qmodel, retrain=retrain)
         qmodel.cpu()
     qmodel.eval()
     if on_stage:
@@ -162,7 +162,7 @@ def deploy_int8(
     qmodel: nn.Module,
     input_shape: tuple[int, ...],
     path: str | Path,
-    calibration: Iterable,
+    batches: Iterable,
 ) -> Path:
     """Write the ONNX Runtime int8 file of a model from :func:`compress` (stage 4).
 
@@ -171,7 +171,7 @@ def deploy_int8(
     symmetric per-channel weight grid of the same bits (7 or 8, read from the
     model's weight quantizers), so the trained integers are kept, and the
     activation grids the QAT model trained with (:func:`activation_ranges`); a tensor
-    without one is calibrated on ``calibration``. Then the tensor names are shortened.
+    without one is calibrated on ``batches``. Then the tensor names are shortened.
     """
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,7 +179,7 @@ def deploy_int8(
             quantization.to_float(qmodel), input_shape, Path(tmp) / "fp32.onnx"
         )
         ranges = activation_ranges(qmodel, fp32)
-        deploy.quantize_onnx(fp32, path, calibration, ranges=ranges,
+        deploy.quantize_onnx(fp32, path, batches, ranges=ranges,
                              weight_bits=weight_bits_of(qmodel))  # fmt: skip
     return deploy.shorten_names(path)
 
@@ -255,14 +255,14 @@ def compress_and_deploy(
     train_loader: Iterable,
     test_loader: Iterable,
     input_shape: tuple[int, ...],
-    out: str | Path,
+    path: str | Path,
     *,
     repeats: int = 30,
     warmup: int = 5,
     **settings: object,
 ) -> Compressed:
     """The whole pipeline in one call: :func:`compress` (``settings`` are its keyword
-    arguments), :func:`deploy_int8` to ``out``, and a ledger of the dense model, the
+    arguments), :func:`deploy_int8` to ``path``, and a ledger of the dense model, the
     QAT model (torch) and the deployed file (ONNX Runtime, its real bytes) on
     ``test_loader``: accuracy, parameters, MACs, bytes and latency (``repeats`` timed
     runs after ``warmup`` untimed ones)."""
@@ -281,7 +281,7 @@ def compress_and_deploy(
     qmodel = compress(model, train_loader, on_stage=on_stage, **settings)
     n = int(settings.get("calibration_batches", CALIBRATION_BATCHES))
     calibration = itertools.islice(iter(train_loader), n)
-    onnx = deploy_int8(qmodel, input_shape, out, calibration)
+    onnx = deploy_int8(qmodel, input_shape, path, calibration)
     ledger.measure("QAT int8 (torch, fake-quant)", qmodel, test_loader)
     ledger.measure(
         "deployed int8 (ONNX Runtime)",

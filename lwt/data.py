@@ -359,7 +359,9 @@ class BatchLoader:
     """Iterates ``(x, y)`` float batches over an :class:`ImageData`.
 
     Reproducible: epoch ``e`` of a loader with seed ``s`` always draws the same order
-    and augmentations, whatever ran before.
+    and augmentations, whatever ran before. ``epoch`` counts complete passes: a pass
+    stopped early (a few calibration batches) leaves it as it was, so the next pass
+    draws the same epoch again.
     """
 
     def __init__(
@@ -388,7 +390,6 @@ class BatchLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        self.epoch += 1
         n = len(self.data)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         for i in range(len(self)):
@@ -397,6 +398,7 @@ class BatchLoader:
             if self.augment:
                 images = augment_crop_flip(images, g, self.pad, self.flip)
             yield self.data.normalize(images), self.data.labels[idx]
+        self.epoch += 1  # a complete pass only
 
 
 VALIDATION_SEED = 20261205  # the validation images are the same for every run

@@ -163,9 +163,7 @@ class _Reader:
 WEIGHT_BITS = (7, 8)
 
 
-def weight_scales(
-    weight: np.ndarray, axis: int | None, *, bits: int = 7
-) -> np.ndarray:
+def weight_scales(weight: np.ndarray, axis: int | None, *, bits: int = 7) -> np.ndarray:
     """Symmetric weight scales ``S = max|w| / (2^(b-1) - 1)`` per channel along
     ``axis`` (one scale if None): the narrow signed grid lwt's fake quantizers use
     (``quantization.qparams``), so QAT-trained integers are kept exactly."""
@@ -218,8 +216,8 @@ def _input_name(path: str | Path) -> str:
 
 def quantize_onnx(
     fp32: str | Path,
-    out: str | Path,
-    calibration: Iterable,
+    path: str | Path,
+    batches: Iterable,
     *,
     per_channel: bool = True,
     method: str = "minmax",
@@ -230,7 +228,7 @@ def quantize_onnx(
 
     Weights: int8 storage, symmetric, per channel, on a **7-bit grid** by default
     (integers in [-63, 63], ``S = max|w| / 63``); activations: uint8, asymmetric, per
-    tensor, ranges from ``calibration`` (batches of inputs or (input, label) pairs);
+    tensor, ranges from ``batches`` (calibration data: inputs or (input, label) pairs);
     QDQ format.
 
     Why 7 bits: an x86 CPU without VNNI (AVX2, AVX-512 before Cascade Lake) runs
@@ -244,8 +242,8 @@ def quantize_onnx(
 
     Args:
         fp32: the float ``.onnx`` file (from ``export_onnx``).
-        out: the int8 ``.onnx`` file to write.
-        calibration: a few hundred images in batches.
+        path: the int8 ``.onnx`` file to write.
+        batches: calibration data, a few hundred images in batches.
         per_channel: per-channel weight scales.
         method: calibration: ``"minmax"``, ``"percentile"`` or ``"entropy"``.
         ranges: ``{tensor name: (scale, zero_point)}`` of activations whose uint8 grid
@@ -265,9 +263,7 @@ def quantize_onnx(
     if isinstance(weight_bits, bool) or weight_bits not in WEIGHT_BITS:
         raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits!r}")
     overrides = {
-        name: [
-            {"scale": np.array(s, np.float32), "zero_point": np.array(z, np.uint8)}
-        ]
+        name: [{"scale": np.array(s, np.float32), "zero_point": np.array(z, np.uint8)}]
         for name, (s, z) in (ranges or {}).items()
     }
     if weight_bits == 7:
@@ -280,8 +276,8 @@ def quantize_onnx(
     try:
         oq.quantize_static(
             str(fp32),
-            str(out),
-            _Reader(_input_name(fp32), calibration),
+            str(path),
+            _Reader(_input_name(fp32), batches),
             quant_format=oq.QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=oq.QuantType.QUInt8,
@@ -291,7 +287,7 @@ def quantize_onnx(
         )
     finally:
         root.removeFilter(quiet)
-    return strip(out)
+    return strip(path)
 
 
 def _has_vnni() -> bool | None:

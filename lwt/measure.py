@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import stats
@@ -37,9 +38,17 @@ def effective_parameters(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
     """``(name, tensor)`` of every parameter as the forward pass sees it.
 
     For a layer pruned with ``torch.nn.utils.prune`` this yields the masked
-    ``weight`` (not ``weight_orig`` and the mask buffer).
+    ``weight`` (not ``weight_orig`` and the mask buffer); for a parametrized tensor
+    (``torch.nn.utils.parametrize``, e.g. ``sharing.share_weights``) the tensor the
+    parametrization computes (not its ``original``, e.g. a codebook).
     """
     for mod_name, module in model.named_modules():
+        if isinstance(module, parametrize.ParametrizationList):
+            continue  # its owner yields the computed tensor
+        prefix = f"{mod_name}." if mod_name else ""
+        if parametrize.is_parametrized(module):
+            for name in module.parametrizations:
+                yield prefix + name, getattr(module, name)
         for name, p in module._parameters.items():
             if p is None:
                 continue
@@ -97,12 +106,13 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 
 def layer_table(model: nn.Module, input_shape: tuple[int, ...]) -> list[dict]:
-    """Per-layer rows ``{layer, type, params, macs}`` for every conv/linear layer."""
+    """Per-layer rows ``{layer, type, params, macs}`` for every conv/linear layer
+    (``params``: its effective parameters, as :func:`effective_parameters`)."""
     flops = flop_counts(model, input_shape)
     rows = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
-            params = sum(p.numel() for p in module.parameters())
+            params = sum(p.numel() for _, p in effective_parameters(module))
             rows.append(
                 {
                     "layer": name,

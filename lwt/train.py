@@ -7,10 +7,12 @@ and quantization-aware training into it without touching the loop.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -80,6 +82,7 @@ def train(
     callback: StepCallback | None = None,
     device: torch.device | str | None = None,
     quiet: bool = False,
+    precision: str = "fp32",
 ) -> list[dict[str, float]]:
     """Train ``model`` for ``epochs`` passes over ``loader``.
 
@@ -98,12 +101,16 @@ def train(
             runs where the model's parameters are. Pass ``device="cpu"`` to keep a
             model on the CPU on a machine with a GPU.
         quiet: hide progress bars.
+        precision: ``"fp32"``, or ``"bf16"``: the forward pass under bfloat16
+            autocast (fp32 weights and optimizer; ~2x faster on CPUs with AMX).
 
     Returns:
         One dict per epoch: ``epoch, loss, train_acc, seconds`` (+ ``test_acc``).
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     device = torch.device(device) if device is not None else default_device()
     loss_fn = loss_fn or nn.functional.cross_entropy
     model.to(device)
@@ -114,7 +121,9 @@ def train(
         bar = tqdm(loader, desc=f"epoch {epoch}/{epochs}", leave=False, disable=quiet)
         for x, y in bar:
             x, y = x.to(device), y.to(device)
-            logits = model(x)
+            with torch.autocast(device.type, torch.bfloat16, precision == "bf16"):
+                logits = model(x)
+            logits = logits.float()
             loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -221,3 +230,86 @@ def finetune(
     steps = max(epochs * len(loader), 1)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if anneal else None
     return train(model, loader, epochs, opt, sched, loss_fn, device=device, quiet=quiet)
+
+
+def adamw_cosine(
+    model: nn.Module, steps: int, *, lr: float, weight_decay: float, warmup: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (Loshchilov & Hutter 2019) with a linear warm-up over ``warmup`` steps and
+    a cosine decay to 0 over the rest, the usual recipe of vision transformers.
+
+    ``lr_t = lr * t / warmup`` for ``t < warmup``, then
+    ``lr * (1 + cos(pi * (t - warmup) / (steps - warmup))) / 2``. Weight decay applies
+    to matrices and conv kernels only (not to biases, norms or position embeddings).
+    """
+    if steps <= 0 or lr <= 0 or not 0 <= warmup < steps:
+        raise ValueError(f"need steps > 0, lr > 0 and 0 <= warmup < steps, got "
+                         f"steps={steps}, lr={lr}, warmup={warmup}")  # fmt: skip
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and n != "pos"]
+    rest = [p for n, p in model.named_parameters() if p.ndim < 2 or n == "pos"]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay},
+         {"params": rest, "weight_decay": 0.0}], lr=lr)  # fmt: skip
+
+    def factor(t: int) -> float:
+        if t < warmup:
+            return (t + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (t - warmup) / (steps - warmup)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def train_resumable(
+    model: nn.Module,
+    loader: Batches,
+    epochs: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    *,
+    state: str | os.PathLike | None,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    precision: str = "fp32",
+    device: torch.device | str | None = None,
+    quiet: bool = True,
+) -> list[dict[str, float]]:
+    """:func:`train` one epoch at a time, saving everything a restart needs to
+    ``state`` after each epoch (model, optimizer, schedule, RNG, history; written to
+    a temporary file, then renamed), and resuming from it when it exists. The
+    loader's epoch counter (``loader.epoch``, which seeds its order and
+    augmentation) is set to the epochs done, so a resumed run draws what an
+    uninterrupted one would. ``state=None``: no file, one uninterrupted run."""
+    history: list[dict[str, float]] = []
+    path = Path(state) if state is not None else None
+    if path is not None and path.exists():
+        saved = torch.load(path, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["rng"])
+        history = saved["history"]
+        if not quiet:
+            print(f"resumed from {path} after epoch {len(history)}", flush=True)
+    for epoch in range(len(history) + 1, epochs + 1):
+        if hasattr(loader, "epoch"):
+            loader.epoch = epoch - 1
+        row = train(model, loader, 1, optimizer, scheduler, loss_fn, device=device,
+                    quiet=True, precision=precision)[0]  # fmt: skip
+        history.append({**row, "epoch": epoch})
+        if not quiet:
+            print(f"epoch {epoch}/{epochs} loss={row['loss']:.4f} "
+                  f"train_acc={row['train_acc']:.4f} {row['seconds']:.0f}s",
+                  flush=True)  # fmt: skip
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            saved = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler else None,
+                "rng": torch.get_rng_state(),
+                "history": history,
+            }
+            torch.save(saved, tmp)
+            tmp.replace(path)
+    return history

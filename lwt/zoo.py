@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from . import cpu, data, deploy, recipes, train
-from ._lookup import lookup
 
 MANIFEST = "manifest.json"
 # The repository keeps files under 5 MB: a larger state dict ships in float16 (its
@@ -44,14 +43,9 @@ def names() -> list[str]:
     return list(recipes.SHIPPED)
 
 
-def _check(name: str) -> None:
-    lookup(recipes.SHIPPED, name, "pretrained name")
-
-
 def base_of(name: str) -> str:
     """The baseline a checkpoint derives from (itself for a baseline)."""
-    _check(name)
-    return recipes.base_of(name) or name
+    return recipes.resolve(name).base or name
 
 
 def checkpoint_dir() -> Path:
@@ -79,7 +73,9 @@ def read_manifest(directory: Path | None = None) -> dict[str, dict]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module:
+def load_pretrained(
+    name: str | recipes.Recipe, directory: str | Path | None = None
+) -> nn.Module:
     """Load a shipped baseline, after checking its sha256 against the manifest.
 
     Args:
@@ -94,19 +90,24 @@ def load_pretrained(name: str, directory: str | Path | None = None) -> nn.Module
         ValueError: unknown name, or the file's sha256 differs from the manifest.
         FileNotFoundError: no manifest entry or no file (says how to reproduce it).
     """
-    directory, entry = _entry(name, directory)
+    recipe = _resolved(name)
+    directory, entry = _entry(recipe, directory)
     path = directory / entry["file"]
     if not path.exists():
-        raise FileNotFoundError(_missing(name, directory))
+        raise FileNotFoundError(_missing(recipe.name, directory))
     _verified(path, entry["sha256"])
-    method = recipes.method(name)
-    if isinstance(method, recipes.CodedMethod):  # its own file format (e.g. .lwtc)
-        state = method.from_bytes(path.read_bytes())
+    if isinstance(recipe.method, recipes.CodedMethod):  # its own format (e.g. .lwtc)
+        state = recipe.method.from_bytes(path.read_bytes())
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    model = recipes.build(name, entry.get("arch"))
+    model = recipe.build(entry.get("arch"))
     model.load_state_dict(state)  # float16 storage is copied into float32 weights
     return model.eval()
+
+
+def _resolved(name: str | recipes.Recipe) -> recipes.Recipe:
+    """``name`` looked up once (a :class:`recipes.Recipe` passes through)."""
+    return name if isinstance(name, recipes.Recipe) else recipes.resolve(name)
 
 
 def _missing(name: str, directory: Path) -> str:
@@ -116,14 +117,13 @@ def _missing(name: str, directory: Path) -> str:
     )
 
 
-def _entry(name: str, directory: str | Path | None) -> tuple[Path, dict]:
-    """The checkpoint folder and ``name``'s manifest entry (FileNotFoundError with
+def _entry(recipe: recipes.Recipe, directory: str | Path | None) -> tuple[Path, dict]:
+    """The checkpoint folder and the recipe's manifest entry (FileNotFoundError with
     the command that makes it if there is none)."""
-    _check(name)
     directory = Path(directory) if directory is not None else checkpoint_dir()
-    entry = read_manifest(directory).get(name)
+    entry = read_manifest(directory).get(recipe.name)
     if entry is None:
-        raise FileNotFoundError(_missing(name, directory))
+        raise FileNotFoundError(_missing(recipe.name, directory))
     return directory, entry
 
 
@@ -137,7 +137,9 @@ def _verified(path: Path, digest: str) -> Path:
     return path
 
 
-def deployed_path(name: str, directory: str | Path | None = None) -> Path:
+def deployed_path(
+    name: str | recipes.Recipe, directory: str | Path | None = None
+) -> Path:
     """The deployed file of checkpoint ``name`` (e.g. ``resnet20-combined.onnx``, an
     ONNX Runtime int8 file), after checking its sha256 against the manifest's
     ``deployed`` entry; run it with ``lwt.deploy.OrtModel``.
@@ -147,9 +149,12 @@ def deployed_path(name: str, directory: str | Path | None = None) -> Path:
             mismatch.
         FileNotFoundError: no manifest entry or no file.
     """
-    directory, entry = _entry(name, directory)
+    recipe = _resolved(name)
+    directory, entry = _entry(recipe, directory)
     if "deployed" not in entry:
-        raise ValueError(f"{name!r} ships no deployed file (only {entry['file']})")
+        raise ValueError(
+            f"{recipe.name!r} ships no deployed file (only {entry['file']})"
+        )
     path = directory / entry["deployed"]["file"]
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; remake it: {entry['command']}")
@@ -164,34 +169,35 @@ def make_checkpoint(
     Returns:
         ``(result, full test-set accuracy)``.
     """
-    _check(name)
-    base = recipes.base_of(name)
-    result = recipes.run(
-        name,
-        load_pretrained(base) if base else None,
+    recipe = recipes.resolve(name)
+    result = recipe.run(
+        load_pretrained(recipe.base) if recipe.base else None,
         epochs_scale=epochs_scale,
         subset=subset,
         quiet=False,
     )
-    coded = isinstance(recipes.method(name), recipes.CodedMethod)  # measured the file
+    coded = isinstance(recipe.method, recipes.CodedMethod)  # measured the file
     if not coded and _storage(result.model) == "float16":  # measure what is stored
         with torch.no_grad():
             for t in result.model.state_dict().values():
                 if t.is_floating_point():
                     t.copy_(t.half())
-    _, test = data.get_loaders(recipes.dataset_of(name))
+    _, test = data.get_loaders(recipe.dataset)
     return result, train.evaluate(result.model, test)
 
 
-def _machine() -> str:
-    """Where a checkpoint was trained: CPU architecture, device, GPU and precision."""
+def _machine(precision: str = "fp32") -> str:
+    """Where a checkpoint was trained: CPU architecture, device, GPU and precision
+    (``"bf16"``: bfloat16 autocast, as a recipe's schedule records it)."""
     device = train.default_device()
     text = f"{platform.machine()} {device.type}"
     if device.type == "cuda":
         tf32 = torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32
-        text += f" ({torch.cuda.get_device_name()}, {'TF32' if tf32 else 'fp32'})"
+        mode = "bf16 autocast" if precision == "bf16" else "TF32" if tf32 else "fp32"
+        text += f" ({torch.cuda.get_device_name()}, {mode})"
     elif device.type == "cpu":
-        text += f" (fp32; {cpu.describe_cpu()})"
+        mode = "bf16 autocast" if precision == "bf16" else "fp32"
+        text += f" ({mode}; {cpu.describe_cpu()})"
     return text
 
 
@@ -211,10 +217,10 @@ def save_checkpoint(
     ``MAX_FP32_BYTES``: pass the accuracy of the rounded model, as
     :func:`make_checkpoint` does).
     """
-    _check(name)
+    recipe = recipes.resolve(name)
+    method = recipe.method
     directory = directory or checkpoint_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    method = recipes.method(name)
     if isinstance(method, recipes.CodedMethod):  # its own file format (e.g. .lwtc)
         path = directory / f"{name}{method.SUFFIX}"
         storage = method.SUFFIX.lstrip(".")
@@ -234,18 +240,20 @@ def save_checkpoint(
         "bytes": path.stat().st_size,
         "test_accuracy": round(accuracy, 4),
         "epochs": result.epochs,
-        "recipe": recipes.describe(name),
+        "recipe": recipe.describe(),
         "arch": result.arch,
         "schedule": result.schedule,
-        "dataset": recipes.dataset_of(name),
+        "dataset": recipe.dataset,
         "train_seconds": round(seconds),
         "torch": torch.__version__,
-        "machine": _machine(),
+        "machine": _machine(
+            next((s["precision"] for s in result.schedule if "precision" in s), "fp32")
+        ),
         "command": f"python -m lwt.zoo train {name}",
         "storage": storage,
     }
     if isinstance(method, recipes.DeployedMethod):  # a deployable file beside it
-        entry["deployed"] = _deploy(name, method, result.model, directory)
+        entry["deployed"] = _deploy(recipe, result.model, directory)
     manifest = read_manifest(directory)
     manifest[name] = entry
     (directory / MANIFEST).write_text(
@@ -254,11 +262,11 @@ def save_checkpoint(
     return entry
 
 
-def _deploy(name: str, method, model: nn.Module, directory: Path) -> dict:  # noqa: ANN001
+def _deploy(recipe: recipes.Recipe, model: nn.Module, directory: Path) -> dict:
     """Write ``<name><DEPLOY_SUFFIX>`` and measure it on the full test set."""
-    path = directory / f"{name}{method.DEPLOY_SUFFIX}"
-    path.write_bytes(method.deployed_bytes(recipes.config(name), model))
-    _, test = data.get_loaders(recipes.dataset_of(name))
+    path = directory / f"{recipe.name}{recipe.method.DEPLOY_SUFFIX}"
+    path.write_bytes(recipe.method.deployed_bytes(recipe.config, model))
+    _, test = data.get_loaders(recipe.dataset)
     acc = train.evaluate(deploy.OrtModel(path), test)
     return {
         "file": path.name,
@@ -309,11 +317,11 @@ def verify(names: list[str] | None = None, directory: Path | None = None) -> lis
     manifest = read_manifest(directory)
     bad = []
     for name in names or list(manifest):
-        entry = manifest[name]
-        _, te = data.get_loaders(recipes.dataset_of(name))
-        runs = [(name, entry, load_pretrained(name, directory))]
+        entry, recipe = manifest[name], recipes.resolve(name)  # looked up once
+        _, te = data.get_loaders(recipe.dataset)
+        runs = [(name, entry, load_pretrained(recipe, directory))]
         if "deployed" in entry:
-            ort = deploy.OrtModel(deployed_path(name, directory))
+            ort = deploy.OrtModel(deployed_path(recipe, directory))
             runs.append((f"  {entry['deployed']['file']}", entry["deployed"], ort))
         for label, e, model in runs:
             acc = train.evaluate(model, te)

@@ -151,7 +151,7 @@ def test_deployed_file_keeps_the_qat_integers_and_cannot_saturate(tiny):
             w = m.parametrizations.weight.original.detach()
             fq._refresh(w)
             trained.append(quantization.quantize(
-                w, fq.scale, fq.zero_point, 7, signed=True, axis=0, narrow=True
+                w, fq.scale, fq.zero_point, 7, symmetric=True, axis=0
             ).numpy().astype("int8"))  # fmt: skip
     trained.sort(key=lambda a: (a.shape, a.tobytes()))
     assert len(stored) == len(trained)

@@ -350,3 +350,16 @@ def test_validation_split_is_fixed_disjoint_and_not_augmented():
     for bad in (0, 60_000, 1.5, True):
         with pytest.raises(ValueError, match="validation"):
             data.split_validation(full, bad)
+
+
+def test_epoch_counts_complete_passes_only():
+    """A pass stopped early (calibration) does not advance the loader's epoch."""
+    d = data.ImageData(torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8),
+                       torch.arange(40) % 10, "cifar10")  # fmt: skip
+    a = data.BatchLoader(d, 10, shuffle=True, seed=1)
+    b = data.BatchLoader(d, 10, shuffle=True, seed=1)
+    next(iter(a))  # a few batches only
+    assert a.epoch == 0
+    first = [y for _, y in a]
+    assert a.epoch == 1
+    assert all(torch.equal(p, q) for p, q in zip(first, [y for _, y in b], strict=True))

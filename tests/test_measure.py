@@ -219,3 +219,17 @@ def test_flop_counts_of_a_model_without_parameters_and_mode_restored_on_error():
     with pytest.raises(RuntimeError, match="boom"):
         measure.flop_counts(m, (4,))
     assert m.training
+
+
+def test_counts_see_the_weights_a_shared_layer_computes_not_its_codebook():
+    """A ``sharing.share_weights`` layer stores a codebook (``2^bits`` values) as its
+    parameter; the counts are of the weights it computes (16-8-4 MLP: 172)."""
+    from lwt import sharing
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    sharing.share_weights(model, 2)
+    assert measure.count_params(model) == 16 * 8 + 8 + 8 * 4 + 4 == 172
+    assert measure.count_nonzero(model) == 172
+    rows = measure.layer_table(model, (16,))
+    assert [r["params"] for r in rows] == [136, 36]

@@ -45,3 +45,24 @@ def test_bad_names_and_depths():
         models.CifarResNet(21)
     with pytest.raises(ValueError, match="width"):
         models.CifarResNet(20, width=0)
+
+
+def test_cct4_shapes_parameters_and_attention_formula():
+    from lwt.models import cct
+
+    torch.manual_seed(0)
+    model = models.create_model("cct4").eval()
+    assert count_params(model) == 483_659
+    assert models.dataset_of("cct4") == "cifar10"
+    x = torch.randn(2, 3, 32, 32)
+    assert model(x).shape == (2, 10) and model.tokens(x).shape == (2, 64, 128)
+    attn = model.blocks[0].attn
+    t = torch.randn(2, 64, 128)
+    q, k, v = attn.split(t)  # (N, H, T, d) each
+    a = torch.softmax(q @ k.transpose(-1, -2) / attn.head_dim**0.5, dim=-1)
+    by_hand = attn.proj((a @ v).transpose(1, 2).reshape(2, 64, -1))
+    assert torch.allclose(attn(t), by_hand, atol=1e-5)
+    macs = cct.attention_macs(64, 128, 4, 32)
+    assert macs == 64 * 128 * 384 + 2 * 4 * 64 * 64 * 32 + 64 * 128 * 128
+    with pytest.raises(ValueError, match="heads"):
+        cct.CCT(dim=128, heads=3)

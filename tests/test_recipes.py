@@ -70,9 +70,9 @@ def test_run_iterative_reaches_final_sparsities_quickly():
         result = recipes.run("lenet300-pruned", base, epochs_scale=0.01, subset=256)
     except FileNotFoundError:
         pytest.skip("MNIST or the lenet300 checkpoint not available")
-    final = recipes.config("lenet300-pruned").final
+    amount = recipes.config("lenet300-pruned").amount
     kept = {r["layer"]: r["kept"] for r in pruning.sparsity_report(result.model)}
-    for layer, s in final.items():
+    for layer, s in amount.items():
         assert kept[layer] == pytest.approx(1 - s, abs=1e-4)
     assert not any(n.endswith("_orig") for n, _ in result.model.named_parameters())
     assert result.epochs == 6 and len(result.schedule) == 6  # 5 steps + final, 1 each

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -104,3 +106,57 @@ def test_finetune_takes_the_device_and_leaves_the_model_there():
         train.finetune(m, batches, epochs=1, lr=0.01, device="cuda")
         assert next(m.parameters()).device.type == "cuda"
         assert 0 <= train.evaluate(m, batches) <= 1  # runs where the model is
+
+
+def test_bf16_precision_trains_and_rejects_others():
+    torch.manual_seed(0)
+    model = nn.Linear(2, 2)
+    hist = train.train(model, blobs(), 3, torch.optim.SGD(model.parameters(), lr=0.1),
+                       device="cpu", quiet=True, precision="bf16")  # fmt: skip
+    assert hist[-1]["train_acc"] > 0.9 and model.weight.dtype == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        train.train(model, blobs(), 1, torch.optim.SGD(model.parameters(), lr=0.1),
+                    device="cpu", precision="fp16")  # fmt: skip
+
+
+def test_adamw_cosine_warms_up_then_decays_and_skips_norms():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    opt, sched = train.adamw_cosine(model, 10, lr=1.0, weight_decay=0.1, warmup=2)
+    rates = []
+    for _ in range(10):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert rates[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 7 / 8)))
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert decayed == {id(model[0].weight)}  # not the bias, not the LayerNorm
+    assert opt.param_groups[1]["weight_decay"] == 0.0
+    with pytest.raises(ValueError, match="warmup"):
+        train.adamw_cosine(model, 10, lr=1.0, weight_decay=0.1, warmup=10)
+
+
+def test_train_resumable_equals_an_uninterrupted_run(tmp_path):
+    from lwt import data
+
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    d = data.ImageData(images, torch.arange(64) % 10, "cifar10")
+
+    def run(epochs, state):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(3 * 32 * 32, 10))
+        loader = data.BatchLoader(d, 16, shuffle=True, augment=True, seed=2)
+        opt, sched = train.adamw_cosine(model, 4 * len(loader), lr=1e-3,
+                                        weight_decay=0.05, warmup=2)  # fmt: skip
+        hist = train.train_resumable(model, loader, epochs, opt, sched, state=state,
+                                     device="cpu")  # fmt: skip
+        return model, hist
+
+    whole, h1 = run(4, None)
+    run(2, tmp_path / "s.pt")  # "stopped" after 2 of 4 epochs (the file holds 2)
+    torch.manual_seed(123)  # whatever ran in between
+    resumed, h2 = run(4, tmp_path / "s.pt")
+    assert [r["epoch"] for r in h2] == [1, 2, 3, 4]
+    for a, b in zip(whole.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert [r["loss"] for r in h1] == pytest.approx([r["loss"] for r in h2], abs=0)

@@ -1,7 +1,7 @@
 """Checks of notebook 01 (pruning): the magnitude mask and filter surgery.
 
 Rules the checks enforce (and the notebook states): the mask zeroes exactly
-``k = round(sparsity · n)`` entries (Python's ``round``), those of smallest ``|w|``;
+``k = round(amount · n)`` entries (Python's ``round``), those of smallest ``|w|``;
 among
 weights tied at the threshold any may go, but no more than ``k`` in all. Removing filter
 ``j`` builds new layers with one channel fewer (output ``j`` of the conv, channel ``j``
@@ -24,13 +24,13 @@ def _mask_cases() -> list[tuple[str, torch.Tensor, float, str]]:
     gen = torch.Generator().manual_seed(0)
     cases = [
         (
-            "worked by hand: w = [0.5, −0.6, 0.3, −0.2, 0.05, 0.4], sparsity 0.5",
+            "worked by hand: w = [0.5, −0.6, 0.3, −0.2, 0.05, 0.4], amount 0.5",
             torch.tensor([0.5, -0.6, 0.3, -0.2, 0.05, 0.4]),
             0.5,
             "rank by magnitude |w|, not by the signed value",
         ),
         (
-            "ties at the threshold: [1, 1, 1, 1, 2, 2, 0.5, 0.5], sparsity 0.5",
+            "ties at the threshold: [1, 1, 1, 1, 2, 2, 0.5, 0.5], amount 0.5",
             torch.tensor([1.0, 1, 1, 1, 2, 2, 0.5, 0.5]),
             0.5,
             "prune exactly k: a threshold comparison (|w| > t or ≥ t) prunes all or "
@@ -40,13 +40,13 @@ def _mask_cases() -> list[tuple[str, torch.Tensor, float, str]]:
             "k = round(0.29 · 100) = 29 (0.29 · 100 is 28.999… in floating point)",
             torch.randn(100, generator=gen),
             0.29,
-            "k = round(sparsity · n), not int(sparsity · n)",
+            "k = round(amount · n), not int(amount · n)",
         ),
         (
-            "sparsity 0: nothing pruned",
+            "amount 0: nothing pruned",
             torch.randn(4, 5, generator=gen),
             0.0,
-            "sparsity 0 gives k = 0: an all-ones mask",
+            "amount 0 gives k = 0: an all-ones mask",
         ),
     ]
     shapes = [(50,), (30, 40), (8, 3, 5, 5), (1000,)]
@@ -54,18 +54,18 @@ def _mask_cases() -> list[tuple[str, torch.Tensor, float, str]]:
         shape, s = shapes[t % 4], [0.1, 0.3, 0.5, 0.9, 0.99][t % 5]
         cases.append(
             (
-                f"random {shape}, sparsity {s}",
+                f"random {shape}, amount {s}",
                 torch.randn(shape, generator=gen),
                 s,
-                "zero the round(sparsity · n) smallest |w|",
+                "zero the round(amount · n) smallest |w|",
             )
         )
     return cases
 
 
 def check_magnitude_mask(fn: Callable) -> bool:
-    """Check ``fn(weight, sparsity)``: a 0/1 float mask of ``weight``'s shape that
-    zeroes exactly ``round(sparsity · n)`` entries, none larger in ``|w|`` than one it
+    """Check ``fn(weight, amount)``: a 0/1 float mask of ``weight``'s shape that
+    zeroes exactly ``round(amount · n)`` entries, none larger in ``|w|`` than one it
     keeps."""
 
     def body() -> str:

@@ -23,22 +23,24 @@ from .neurons import (
     activation_stats,
     gradual_prune_neurons,
     importance,
+    neurons_to_keep,
     prune_neurons,
 )
 from .sparse import from_sparse_state, load_sparse, sparse_bytes, to_sparse_state
 from .structured import (
     filters_to_keep,
-    keep_largest,
+    keep_after_removing,
     l1_norms,
     prune_channels,
     prune_filters,
     prune_resnet_blocks,
     resnet_blocks,
 )
-from .surgery import keep_bn, keep_inputs, keep_outputs
+from .surgery import keep_bn, keep_inputs, keep_outputs, original_width
 from .unstructured import (
     PRUNABLE,
     GradualPruning,
+    amounts_from_scan,
     cubic_schedule,
     global_magnitude_prune,
     han_prune,
@@ -49,7 +51,6 @@ from .unstructured import (
     prunable_layers,
     sensitivity_scan,
     set_mask,
-    sparsities_from_scan,
     sparsity_report,
     zhu_gupta_sparsity,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "importance",
     "neurons",
     "prune_channels",
+    "neurons_to_keep",
     "prune_neurons",
     "surgery",
     "GradualPruning",
@@ -80,8 +82,9 @@ __all__ = [
     "iterative_prune",
     "keep_bn",
     "keep_inputs",
-    "keep_largest",
+    "keep_after_removing",
     "keep_outputs",
+    "original_width",
     "l1_norms",
     "load_sparse",
     "magnitude_mask",
@@ -95,7 +98,7 @@ __all__ = [
     "set_mask",
     "sparse",
     "sparse_bytes",
-    "sparsities_from_scan",
+    "amounts_from_scan",
     "sparsity_report",
     "structured",
     "to_sparse_state",

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from ._amounts import per_layer
-from .structured import keep_largest, l1_norms, prune_channels
-from .surgery import submodule
+from .structured import keep_after_removing, l1_norms, prune_channels
+from .surgery import original_width, submodule
 
 CRITERIA = ("apoz", "mean", "l1", "random")
 # (producer, consumer) or (producer, consumer, BatchNorm between them)
@@ -138,7 +138,7 @@ def _chains(
     return out
 
 
-def prune_neurons(
+def neurons_to_keep(
     model: nn.Module,
     chains: Sequence[Chain],
     amount: float | Mapping[str, float],
@@ -147,14 +147,16 @@ def prune_neurons(
     criterion: str = "apoz",
     seed: int = 0,
 ) -> dict[str, Tensor]:
-    """One shot: remove the ``amount`` fraction of each producer's units with the
-    lowest ``importance`` (``structured.keep_largest``: ties keep the lower index).
+    """The units :func:`prune_neurons` keeps (model untouched): remove the ``amount``
+    fraction of each producer's units with the lowest ``importance``
+    (``structured.keep_after_removing``: ties keep the lower index).
 
     Args:
-        model: the network, changed in place (only after every check passed).
+        model: the network (not changed).
         chains: ``(producer, consumer)`` or ``(producer, consumer, bn)`` per layer
             whose units are removed, e.g. ``[("fc1", "fc2"), ("fc2", "fc3")]``.
-        amount: fraction of units removed, in ``[0, 1)``: one for every producer, or
+        amount: fraction of each producer's original units removed (its width before
+            its first structured prune), in ``[0, 1)``: one for every producer, or
             ``{producer: fraction}``.
         batches: calibration batches (needed by ``"apoz"`` and ``"mean"``).
         criterion: one of ``CRITERIA``.
@@ -175,17 +177,38 @@ def prune_neurons(
         measured = activation_stats(model, list(where.values()), batches)
         stats = {p: measured[w] for p, w in where.items()}
     gen = torch.Generator().manual_seed(seed)
-    plan = []
-    for producer, consumer, bn in resolved:
+    kept = {}
+    for producer, _, _ in resolved:
         layer = model.get_submodule(producer)
         score = importance(layer, criterion, stats.get(producer), generator=gen)
         try:
-            keep = keep_largest(score.cpu(), amounts.get(producer, 0.0), what="units")
+            kept[producer] = keep_after_removing(
+                score.cpu(), amounts.get(producer, 0.0),
+                original=original_width(layer), what="units")  # fmt: skip
         except ValueError as err:
             raise ValueError(f"{producer}: {err}") from err
-        plan.append((producer, consumer, bn, keep))
-    prune_channels(model, plan)
-    return {p: keep for p, _, _, keep in plan}
+    return kept
+
+
+def prune_neurons(
+    model: nn.Module,
+    chains: Sequence[Chain],
+    amount: float | Mapping[str, float],
+    *,
+    batches: Iterable | None = None,
+    criterion: str = "apoz",
+    seed: int = 0,
+) -> nn.Module:
+    """One shot: remove the units :func:`neurons_to_keep` does not keep (same
+    arguments), with ``prune_channels``' surgery.
+
+    Returns:
+        ``model``, changed in place (only after every check passed).
+    """
+    kept = neurons_to_keep(model, chains, amount, batches=batches,
+                           criterion=criterion, seed=seed)  # fmt: skip
+    plan = [(p, c, bn, kept[p]) for p, c, bn in _chains(model, chains)]
+    return prune_channels(model, plan)
 
 
 def gradual_prune_neurons(
@@ -208,7 +231,7 @@ def gradual_prune_neurons(
         The width of each producer after each step.
     """
     resolved = _chains(model, chains)
-    widths0 = {p: model.get_submodule(p).weight.shape[0] for p, _, _ in resolved}
+    widths0 = {p: original_width(model.get_submodule(p)) for p, _, _ in resolved}
     targets, last = [], dict(widths0)  # the whole schedule is checked first
     for step, amounts in enumerate(schedule):
         total = per_layer(amounts, list(widths0), "producers of chains")
@@ -223,8 +246,7 @@ def gradual_prune_neurons(
         last = width
     history = []
     for step, width in enumerate(targets):
-        now = {p: model.get_submodule(p).weight.shape[0] for p in width}
-        amounts = {p: 1 - width[p] / now[p] for p in width}
+        amounts = {p: 1 - width[p] / widths0[p] for p in width}  # of the original
         prune_neurons(model, chains, amounts, batches=batches,
                       criterion=criterion, seed=seed + step)  # fmt: skip
         retrain(model)

@@ -4,8 +4,10 @@ A pruned model kept as a dense state dict stores every zero as 4 bytes (and with
 ``torch.nn.utils.prune`` masks attached, twice over). Here each mostly-zero tensor is
 stored as a bitmask of its nonzeros (1 bit per weight) plus the nonzero values, as in
 Deep Compression's sparse storage (Han, Mao, Dally. ICLR 2016), which uses relative
-indices instead of a bitmask. The round trip is bit-exact, and the file loads with
-``torch.load(..., weights_only=True)``.
+indices instead of a bitmask. The round trip is exact in value: every weight comes
+back equal, and a pruned zero comes back as +0.0 (``weight_orig * mask`` makes −0.0
+where the original weight was negative: the same number, another sign bit, which
+the file does not store). The file loads with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def _effective_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 def from_sparse_state(sparse: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Inverse of :func:`to_sparse_state`: a dense state dict, bit-exact."""
+    """Inverse of :func:`to_sparse_state`: a dense state dict, exact in value (zeros
+    as +0.0)."""
     import numpy as np  # only here: the rest of the folder needs none
 
     dense = {}

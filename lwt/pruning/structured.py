@@ -67,6 +67,7 @@ from .surgery import (
     keep_bn,
     keep_inputs,
     keep_outputs,
+    original_width,
     submodule,
 )
 
@@ -85,50 +86,64 @@ def l1_norms(layer: Layer) -> Tensor:
     return layer.weight.detach().abs().flatten(1).sum(1)
 
 
-def keep_largest(
-    scores: Tensor, amount: float, *, multiple_of: int = 1, what: str = "filters"
+def keep_after_removing(
+    scores: Tensor,
+    amount: float,
+    *,
+    original: int | None = None,
+    multiple_of: int = 1,
+    what: str = "filters",
 ) -> Tensor:
-    """Sorted indices of the ``k = n − round(amount · n)`` largest ``scores`` (ties keep
-    the lower index): the survivors of removing the ``amount`` fraction scored lowest,
-    whatever the score (filter L1 norms here, activation statistics in ``neurons``).
-    With ``multiple_of = m`` the count is rounded to the nearest multiple of ``m`` (at
-    least ``m``, at most ``n``)."""
+    """Sorted indices of the units that survive removing the ``amount`` fraction of
+    the ``original`` units (default: all ``n = len(scores)``), lowest score first
+    (filter L1 norms here, activation statistics in ``neurons``).
+
+    ``k = original − round(amount · original)`` units are kept (with ``multiple_of =
+    m``: rounded to the nearest multiple of ``m``, at least ``m``), those with the
+    largest scores (ties keep the lower index). ``amount`` is a fraction of the
+    *original* width, as in unstructured pruning: a unit removed stays removed, so if
+    only ``n <= k`` are left, all ``n`` are kept."""
     if isinstance(amount, bool) or not isinstance(amount, Real):
         raise TypeError(f"amount must be a fraction in [0, 1), got {amount!r}")
     if not 0.0 <= amount < 1.0:
         raise ValueError(f"amount must be a fraction of {what} in [0, 1), got {amount}")
     _check_multiple_of(multiple_of)
     n = len(scores)
-    keep = n - round(amount * n)
+    total = n if original is None else original
+    if total < n:
+        raise ValueError(f"original must be >= the {n} {what} left, got {original}")
+    keep = total - round(amount * total)
     if multiple_of > 1:
-        keep = min(n, max(multiple_of, multiple_of * round(keep / multiple_of)))
+        keep = min(total, max(multiple_of, multiple_of * round(keep / multiple_of)))
     if keep < 1:
         raise ValueError(
-            f"amount={amount} would remove all {n} {what}; keep at least 1"
+            f"amount={amount} would remove all {total} {what}; keep at least 1"
         )
     order = torch.argsort(scores, descending=True, stable=True)
-    return order[:keep].sort().values
+    return order[: min(keep, n)].sort().values
 
 
 def filters_to_keep(layer: Layer, amount: float, *, multiple_of: int = 1) -> Tensor:
     """Sorted indices of the filters that survive removing the smallest-L1 ones.
 
-    ``k = C_out − round(amount · C_out)`` filters are kept: those with the
-    largest ``s_j`` (``l1_norms``; ties keep the lower index; ``keep_largest``). With
+    ``k = C_0 − round(amount · C_0)`` filters are kept, ``C_0`` the layer's
+    original width (``surgery.original_width``): those with the largest ``s_j``
+    (``l1_norms``; ties keep the lower index; ``keep_after_removing``). With
     ``multiple_of = m`` the count is rounded to the nearest multiple of ``m`` (at
     least ``m``, at most ``C_out``): CPU kernels vectorise over 8 or 16 channels, so
     widths like 19 or 38 waste part of every vector.
 
     Args:
         layer: a Conv2d (``groups=1``) or Linear layer.
-        amount: fraction of filters to remove, in ``[0, 1)``.
+        amount: fraction of the original filters removed, in ``[0, 1)``.
         multiple_of: round the number kept to a multiple of this (``>= 1``).
 
     Returns:
         ``(k,)`` int64 indices, ascending, on the layer's device.
     """
     check_layer(layer, "layer")
-    return keep_largest(l1_norms(layer), amount, multiple_of=multiple_of)
+    return keep_after_removing(l1_norms(layer), amount, multiple_of=multiple_of,
+                               original=original_width(layer))  # fmt: skip
 
 
 def _plan(
@@ -237,12 +252,13 @@ def prune_filters(
         producer: path of the Conv2d (``groups=1``) or Linear whose outputs are removed.
         consumer: path of the Conv2d or Linear that reads them, whose inputs are
             removed (a Linear after a flatten reads each channel as ``H·W`` inputs).
-        amount: fraction of filters to remove, in ``[0, 1)``.
+        amount: fraction of the original filters removed, in ``[0, 1)``.
         bn: path of the BatchNorm1d/2d between them, if any (required if there is one).
         multiple_of: round the number of kept filters to a multiple of this.
 
     Returns:
-        The sorted indices of the kept filters (on the producer's device).
+        ``model``, changed in place (the kept filters are
+        ``filters_to_keep(producer layer, amount)`` of the layer before).
 
     Raises:
         TypeError: a layer of an unsupported type.
@@ -255,7 +271,7 @@ def prune_filters(
     keep, new = _plan(model, None, producer, consumer, select, bn, {})
     for path, module in new.items():
         _set(model, path, module)
-    return keep
+    return model
 
 
 def _given(keep: Tensor, layer: Layer) -> Tensor:

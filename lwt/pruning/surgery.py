@@ -54,7 +54,16 @@ def _copy(layer: Layer, weight: Tensor, bias: Tensor | None) -> Layer:
         if bias is not None:
             new.bias.copy_(bias)
             new.bias.requires_grad_(layer.bias.requires_grad)
+    if hasattr(layer, "original_width"):
+        new.original_width = layer.original_width
     return new.train(layer.training)
+
+
+def original_width(layer: Layer) -> int:
+    """The layer's output width before its first structured prune (``amount`` is a
+    fraction of it): recorded on the copies :func:`keep_outputs` makes, else the
+    current width. A plain attribute: a model rebuilt from a checkpoint starts anew."""
+    return int(getattr(layer, "original_width", layer.weight.shape[0]))
 
 
 def keep_outputs(layer: Layer, keep: Tensor) -> Layer:
@@ -64,7 +73,9 @@ def keep_outputs(layer: Layer, keep: Tensor) -> Layer:
     check_keep(keep, layer.weight.shape[0], "output channel")
     keep = keep.to(layer.weight.device)
     bias = layer.bias.detach()[keep] if layer.bias is not None else None
-    return _copy(layer, layer.weight.detach()[keep], bias)
+    new = _copy(layer, layer.weight.detach()[keep], bias)
+    new.original_width = original_width(layer)
+    return new
 
 
 def keep_inputs(layer: Layer, keep: Tensor, *, spatial: int = 1) -> Layer:

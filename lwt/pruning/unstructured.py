@@ -34,7 +34,7 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 def _check_amount(amount: float, name: str = "amount") -> None:
     if not 0.0 <= amount < 1.0:
-        raise ValueError(f"{name} must be a sparsity in [0, 1), got {amount}")
+        raise ValueError(f"{name} must be a fraction in [0, 1), got {amount}")
 
 
 def _resolve(model: nn.Module, amounts: Amounts) -> dict[str, float]:
@@ -55,14 +55,14 @@ def set_mask(module: nn.Module, mask: Tensor) -> None:
         prune.custom_from_mask(module, "weight", mask)
 
 
-def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
-    """Mask keeping the ``(1 - sparsity)`` fraction of largest ``|w|``.
+def magnitude_mask(weight: Tensor, amount: float) -> Tensor:
+    """Mask keeping the ``(1 - amount)`` fraction of largest ``|w|``.
 
-    Zeroes exactly ``k = round(sparsity · n)`` entries, those of smallest ``|w|`` (ties
+    Zeroes exactly ``k = round(amount · n)`` entries, those of smallest ``|w|`` (ties
     by position: a stable sort), so tied weights at the threshold are not all pruned.
     """
-    _check_amount(sparsity, "sparsity")
-    k = round(sparsity * weight.numel())
+    _check_amount(amount)
+    k = round(amount * weight.numel())
     if k == 0:
         return torch.ones_like(weight)
     mask = torch.ones(weight.numel(), device=weight.device)
@@ -70,26 +70,28 @@ def magnitude_mask(weight: Tensor, sparsity: float) -> Tensor:
     return mask.view_as(weight)
 
 
-def magnitude_prune(model: nn.Module, amounts: Amounts) -> nn.Module:
+def magnitude_prune(model: nn.Module, amount: Amounts) -> nn.Module:
     """Prune each layer to a target sparsity by weight magnitude (in place).
 
     Args:
         model: the network.
-        amounts: one sparsity in ``[0, 1)`` for every conv/linear layer, or a dict
-            ``{layer path: sparsity}`` for some of them.
+        amount: the fraction of each layer's weights to zero, in ``[0, 1)``, for
+            every conv/linear layer, or a dict ``{layer path: amount}`` for some.
 
     Returns:
         ``model``, with ``torch.nn.utils.prune`` masks on the pruned layers.
     """
     layers = prunable_layers(model)
-    for name, amount in _resolve(model, amounts).items():
-        set_mask(layers[name], magnitude_mask(layers[name].weight.detach(), amount))
+    for name, a in _resolve(model, amount).items():
+        set_mask(layers[name], magnitude_mask(layers[name].weight.detach(), a))
     return model
 
 
 def han_prune(model: nn.Module, quality: Amounts) -> nn.Module:
     """Han et al. 2015 threshold: drop ``|w| < quality * std(w)``, layer by layer.
 
+    ``quality`` is Han's name for a threshold in standard deviations, not an amount:
+    how much it removes depends on the weights (measure it with ``sparsity_report``).
     The std is that of the layer's current (effective) weights. Layers not named in a
     dict ``quality`` are left alone.
     """
@@ -162,7 +164,7 @@ def sparsity_report(model: nn.Module) -> list[dict[str, float | int | str]]:
 # ------------------------------------------------------------------ gradual pruning
 def zhu_gupta_sparsity(
     step: int,
-    final: float,
+    amount: float,
     begin: int,
     frequency: int,
     n_prunes: int,
@@ -172,7 +174,7 @@ def zhu_gupta_sparsity(
 
     Args:
         step: training step ``t``.
-        final: final sparsity ``s_f``; ``initial`` is ``s_i``.
+        amount: the final sparsity ``s_f``; ``initial`` is ``s_i``.
         begin: first pruning step ``t0``.
         frequency: steps between pruning events ``Δt``.
         n_prunes: number of pruning events ``n``.
@@ -180,40 +182,40 @@ def zhu_gupta_sparsity(
     Returns:
         ``s_i`` before ``t0``, ``s_f`` after ``t0 + nΔt``, the cubic in between.
     """
-    _check_amount(final, "final")
+    _check_amount(amount)
     _check_amount(initial, "initial")
     if frequency <= 0 or n_prunes <= 0:
         raise ValueError(
             f"frequency and n_prunes must be >= 1, got {frequency}, {n_prunes}"
         )
     progress = min(max((step - begin) / (n_prunes * frequency), 0.0), 1.0)
-    return final + (initial - final) * (1.0 - progress) ** 3
+    return amount + (initial - amount) * (1.0 - progress) ** 3
 
 
 class GradualPruning:
     """``train`` callback: every ``frequency`` steps, re-mask to the Zhu-Gupta sparsity.
 
     Args:
-        final: target sparsity per layer (float) or ``{layer: sparsity}``.
+        amount: the final sparsity of every layer (float) or ``{layer: amount}``.
         begin, frequency, n_prunes, initial: see :func:`zhu_gupta_sparsity`.
     """
 
     def __init__(
         self,
-        final: Amounts,
+        amount: Amounts,
         begin: int,
         frequency: int,
         n_prunes: int,
         initial: float = 0.0,
     ) -> None:
-        if isinstance(final, dict) and not final:
-            raise ValueError("final is an empty dict: name at least one layer")
-        for f in final.values() if isinstance(final, dict) else (final,):
+        if isinstance(amount, dict) and not amount:
+            raise ValueError("amount is an empty dict: name at least one layer")
+        for f in amount.values() if isinstance(amount, dict) else (amount,):
             if isinstance(f, bool) or not isinstance(f, (int, float)):
-                raise TypeError(f"final must be a sparsity or a dict of them, "
+                raise TypeError(f"amount must be a fraction or a dict of them, "
                                 f"got {f!r}")  # fmt: skip
-            _check_amount(f, "final")
-        self.final, self.begin, self.frequency = final, begin, frequency
+            _check_amount(f)
+        self.amount, self.begin, self.frequency = amount, begin, frequency
         self.n_prunes, self.initial = n_prunes, initial
         zhu_gupta_sparsity(0, 0.0, begin, frequency, n_prunes, initial)  # validates
         self.history: list[tuple[int, float]] = []
@@ -223,7 +225,7 @@ class GradualPruning:
             return
         if step > self.begin + self.n_prunes * self.frequency:
             return
-        finals = _resolve(model, self.final)
+        finals = _resolve(model, self.amount)
         amounts = {
             n: zhu_gupta_sparsity(
                 step, f, self.begin, self.frequency, self.n_prunes, self.initial
@@ -234,11 +236,11 @@ class GradualPruning:
         self.history.append((step, max(amounts.values())))
 
 
-def cubic_schedule(final: Amounts, steps: int) -> list[Amounts]:
-    """``steps`` sparsity targets rising to ``final``, fast first: the Zhu & Gupta
+def cubic_schedule(amount: Amounts, steps: int) -> list[Amounts]:
+    """``steps`` sparsity targets rising to ``amount``, fast first: the Zhu & Gupta
     cubic at ``t = k`` (``t0 = 0``, ``Δt = 1``, ``n = steps``), ``k = 1 … steps``.
 
-    ``final`` is one sparsity or ``{layer: sparsity}``; each step has the same form.
+    ``amount`` is one fraction or ``{layer: amount}``; each step has the same form.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -246,9 +248,9 @@ def cubic_schedule(final: Amounts, steps: int) -> list[Amounts]:
     def at(k: int, s: float) -> float:
         return zhu_gupta_sparsity(k, s, 0, 1, steps)
 
-    if isinstance(final, dict):
-        return [{n: at(k, s) for n, s in final.items()} for k in range(1, steps + 1)]
-    return [at(k, float(final)) for k in range(1, steps + 1)]
+    if isinstance(amount, dict):
+        return [{n: at(k, s) for n, s in amount.items()} for k in range(1, steps + 1)]
+    return [at(k, float(amount)) for k in range(1, steps + 1)]
 
 
 def iterative_prune(
@@ -277,45 +279,45 @@ def iterative_prune(
 # --------------------------------------------------------------------- sensitivity
 def sensitivity_scan(
     model: nn.Module,
-    sparsities: Sequence[float],
+    amounts: Sequence[float],
     *,
     evaluate: Callable[[nn.Module], float],
     layers: Sequence[str] | None = None,
 ) -> dict[str, list[float]]:
-    """Accuracy with one layer alone magnitude-pruned to each sparsity (no retraining).
+    """Accuracy with one layer alone magnitude-pruned to each amount (no retraining).
 
     ``evaluate(model)`` returns the accuracy of a pruned copy (e.g. on a held-out
     subset, ``lambda m: lwt.train.evaluate(m, loader)``); ``model`` is not changed.
 
     Returns:
-        ``{layer: [accuracy at each sparsity]}``.
+        ``{layer: [accuracy at each amount]}``.
     """
     names = list(layers) if layers is not None else list(prunable_layers(model))
     result = {}
     for name in names:
         accs = []
-        for s in sparsities:
+        for s in amounts:
             trial = magnitude_prune(copy.deepcopy(model), {name: s})
             accs.append(evaluate(trial))
         result[name] = accs
     return result
 
 
-def sparsities_from_scan(
+def amounts_from_scan(
     scan: dict[str, list[float]],
-    sparsities: Sequence[float],
+    amounts: Sequence[float],
     *,
     baseline: float,
     max_drop: float,
 ) -> dict[str, float]:
-    """Per layer, the largest scanned sparsity whose accuracy stays within
+    """Per layer, the largest scanned amount whose accuracy stays within
     ``max_drop`` of ``baseline`` (0 if none does)."""
     return {
         name: max(
             [0.0]
             + [
                 s
-                for s, a in zip(sparsities, accs, strict=True)
+                for s, a in zip(amounts, accs, strict=True)
                 if a >= baseline - max_drop
             ]
         )

@@ -83,9 +83,8 @@ class FakeQuant(nn.Module):
             self.scale,
             self.zero_point,
             bits=self.bits,
-            signed=self.symmetric,
+            symmetric=self.symmetric,
             axis=self.axis,
-            narrow=self.symmetric,
         )
 
     def _refresh(self, x: Tensor) -> None:
@@ -218,17 +217,17 @@ def calibrate(model: nn.Module, batches: Iterable) -> nn.Module:
     return set_mode(model, observe=False, quantize=True)
 
 
-def qat(model: nn.Module, finetune: Callable[[nn.Module], object]) -> nn.Module:
+def qat(model: nn.Module, *, retrain: Callable[[nn.Module], object]) -> nn.Module:
     """Quantization-aware training of a calibrated model from ``quantize_model``.
 
-    The activation ranges stay frozen and ``finetune(model)`` trains the float
+    The activation ranges stay frozen and ``retrain(model)`` trains the float
     ("shadow") weights through the fake quantizers, whose gradient is the
     straight-through estimator; the weight ranges follow the weights. Start from the
     trained, PTQ-calibrated model: QAT is a fine-tuning method (Jacob et al. 2018).
 
     Args:
         model: a calibrated model from ``quantize_model``.
-        finetune: trains ``model`` in place, e.g. a few epochs of SGD with a small,
+        retrain: trains ``model`` in place, e.g. a few epochs of SGD with a small,
             annealed rate (``lwt.train.finetune``).
 
     Returns:
@@ -237,7 +236,7 @@ def qat(model: nn.Module, finetune: Callable[[nn.Module], object]) -> nn.Module:
     if not any(isinstance(m, FakeQuant) for m in model.modules()):
         raise TypeError("model has no FakeQuant modules: use quantize_model first")
     set_mode(model, observe=False, quantize=True)
-    finetune(model)
+    retrain(model)
     return model.eval()
 
 

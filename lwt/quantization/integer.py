@@ -31,9 +31,7 @@ def quantized_weight(layer: Layer) -> tuple[Tensor, FakeQuant]:
     w = layer.parametrizations.weight.original.detach()
     fq = layer.parametrizations.weight[0]
     fq(w)  # refresh the dynamic scale
-    q = quantize(
-        w, fq.scale, fq.zero_point, bits=fq.bits, signed=True, axis=fq.axis, narrow=True
-    )
+    q = quantize(w, fq.scale, fq.zero_point, bits=fq.bits, symmetric=True, axis=fq.axis)
     return q, fq
 
 

@@ -148,12 +148,7 @@ class MSEObserver(Observer):
         best_lo, best_hi = lo.clone(), hi.clone()
         for alpha in torch.linspace(1.0 / self.grid, 1.0, self.grid).tolist():
             s, z = qparams(alpha * lo, alpha * hi, bits, symmetric=symmetric)
-            err = (
-                fake_quantize(
-                    x, s, z, bits=bits, signed=symmetric, axis=0, narrow=symmetric
-                )
-                - x
-            )
+            err = fake_quantize(x, s, z, bits=bits, symmetric=symmetric, axis=0) - x
             err = err.pow(2).mean(1)
             better = err < best
             best = torch.where(better, err, best)

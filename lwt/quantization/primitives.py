@@ -100,16 +100,18 @@ def quantize(
     zero_point: Tensor | float,
     bits: int = 8,
     *,
-    signed: bool = False,
+    symmetric: bool = False,
     axis: int | None = None,
-    narrow: bool = False,
 ) -> Tensor:
     """Integers ``q = clamp(round(x / S) + Z, q_min, q_max)`` (int32 tensor).
 
-    Rounds half to even (``torch.round``) and, like torch's kernels, multiplies by
-    ``1/S`` instead of dividing, so results equal ``torch.fake_quantize_*``.
+    The grid is the one :func:`qparams` made with the same ``symmetric`` flag:
+    unsigned ``[0, 2^b − 1]``, or symmetric (signed, narrow) ``[−(2^(b−1) − 1),
+    2^(b−1) − 1]``. Rounds half to even (``torch.round``) and, like torch's
+    kernels, multiplies by ``1/S`` instead of dividing, so results equal
+    ``torch.fake_quantize_*``.
     """
-    qmin, qmax = qrange(bits, signed=signed, narrow=narrow)
+    qmin, qmax = qrange(bits, signed=symmetric, narrow=symmetric)
     s, z = _checked(x, scale, zero_point, axis)
     return _codes(x, s, z).clamp(qmin, qmax).to(torch.int32)
 
@@ -152,13 +154,13 @@ def fake_quantize(
     zero_point: Tensor | float,
     bits: int = 8,
     *,
-    signed: bool = False,
+    symmetric: bool = False,
     axis: int | None = None,
-    narrow: bool = False,
 ) -> Tensor:
     """``dequantize(quantize(x))`` in float, differentiable with the
-    straight-through estimator (gradient passed only inside the clipping range)."""
-    qmin, qmax = qrange(bits, signed=signed, narrow=narrow)
+    straight-through estimator (gradient passed only inside the clipping range);
+    ``symmetric`` as in :func:`quantize`."""
+    qmin, qmax = qrange(bits, signed=symmetric, narrow=symmetric)
     s, z = _checked(x, scale, zero_point, axis)
     return _FakeQuantSTE.apply(x, s, z, qmin, qmax)
 

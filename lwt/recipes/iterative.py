@@ -27,10 +27,10 @@ class Config:
 
     METHOD: ClassVar[str] = "iterative"
     base: str
-    final: dict[str, float] = field(default_factory=dict)  # layer -> sparsity
+    amount: dict[str, float] = field(default_factory=dict)  # layer -> final sparsity
     steps: int = 5  # pruning steps along the cubic ramp
     epochs_per_step: int = 6  # retraining after each step (constant lr)
-    final_epochs: int = 0  # then retraining at ``final``, lr annealed to 0
+    final_epochs: int = 0  # then retraining at ``amount``, lr annealed to 0
     lr: float = 0.01
     weight_decay: float = 1e-4
     seed: int = 0
@@ -56,10 +56,10 @@ def run(
     loader = seeded_loader(config.base, config.seed, subset)
     stages = [
         (amounts, scaled(config.epochs_per_step, epochs_scale), False)
-        for amounts in pruning.cubic_schedule(config.final, config.steps)
+        for amounts in pruning.cubic_schedule(config.amount, config.steps)
     ]
     if config.final_epochs:
-        stages.append((config.final, scaled(config.final_epochs, epochs_scale), True))
+        stages.append((config.amount, scaled(config.final_epochs, epochs_scale), True))
     retrain = retrainer(loader, config, quiet)
     for amounts, epochs, anneal in stages:
         pruning.iterative_prune(

@@ -70,7 +70,7 @@ def run(
     )
     quantization.qat(
         model,
-        lambda m: train.finetune(
+        retrain=lambda m: train.finetune(
             m,
             loader,
             epochs=epochs,

@@ -83,11 +83,11 @@ def run(
     )
     links = _links(config)
     original = {p: base.get_submodule(p).out_features for p, _ in links}
-    final = {p: 1 - config.widths[p] / n for p, n in original.items()}
+    amount = {p: 1 - config.widths[p] / n for p, n in original.items()}
     step_epochs = scaled(config.epochs_per_step, epochs_scale)
 
     retrain = retrainer(loader, config, quiet)
-    steps = pruning.cubic_schedule(final, config.steps)
+    steps = pruning.cubic_schedule(amount, config.steps)
     history = pruning.gradual_prune_neurons(
         base, links, steps, batches=calib, retrain=partial(retrain, epochs=step_epochs),
         criterion=config.criterion, seed=config.seed,

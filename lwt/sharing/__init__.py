@@ -4,7 +4,7 @@
 - ``sparse_index``: relative indices of the nonzeros, with filler entries.
 - ``huffman``: canonical Huffman codes and fixed-width bit packing.
 - ``streams``: one symbol stream, at fixed width or Huffman-coded, whichever is smaller.
-- ``fileformat``: one ``.lwtc`` file holding a pruned, shared model, bit-exact.
+- ``fileformat``: one ``.lwtc`` file holding a pruned, shared model, exact in value.
 - ``hashing``: HashedNets, a layer whose weights are hashed into a few shared values.
 - ``circulant``: block-circulant linear layers computed with the FFT.
 

@@ -19,7 +19,8 @@ and dtype, how it is stored, and for a coded tensor the scan order (``row``: C o
 the symbol streams follow (:mod:`.streams`). Decoding checks the magic, the version,
 the CRC-32, every header field (before anything is allocated) and every length, so a
 truncated, corrupted or crafted file raises ``ValueError`` instead of giving a wrong
-model; decoding is bit-exact.
+model; decoding is exact in value (a pruned zero, −0.0 in ``weight_orig * mask``,
+comes back as +0.0: the same number).
 """
 
 from __future__ import annotations
@@ -270,7 +271,7 @@ def _read_tensor(entry: dict, r: Reader) -> tuple[Tensor, dict]:
 
 
 def decompress(blob: bytes) -> dict[str, Tensor]:
-    """The state dict stored by :func:`compress`, bit-exact.
+    """The state dict stored by :func:`compress`, exact in value (zeros as +0.0).
 
     Raises:
         ValueError: not an ``.lwtc`` file, or truncated or corrupted.

@@ -36,7 +36,7 @@ def test_matches_torch_fake_quant_per_tensor_and_per_channel():
     s, z = Q.qparams(lo, hi, 8, symmetric=True)
     assert s.shape == (16,) and torch.equal(z, torch.zeros(16, dtype=torch.int32))
     ref = torch.fake_quantize_per_channel_affine(w, s, z, 0, -127, 127)
-    fq = Q.fake_quantize(w, s, z, 8, signed=True, axis=0, narrow=True)
+    fq = Q.fake_quantize(w, s, z, 8, symmetric=True, axis=0)
     assert torch.equal(fq, ref)
 
 
@@ -235,3 +235,21 @@ def test_requantize_is_fixed_point_rounding_of_m_times_acc():
         assert y.tolist() == want
     relu = requantize(torch.tensor([-500, 0, 500]), 0.01, 10, 8, relu=True)
     assert relu.tolist() == [10, 10, 15]
+
+
+def test_one_symmetric_flag_for_qparams_quantize_and_fake_quantize():
+    w = torch.tensor([-1.0, -0.6, 0.0, 0.26, 1.0])
+    s, z = Q.qparams(w.min(), w.max(), 4, symmetric=True)
+    q = Q.quantize(w, s, z, 4, symmetric=True)
+    assert q.tolist() == [-7, -4, 0, 2, 7] and int(z) == 0  # narrow: no -8
+    assert torch.equal(Q.fake_quantize(w, s, z, 4, symmetric=True), q * s)
+    with pytest.raises(TypeError):
+        Q.quantize(w, s, z, 4, signed=True)  # one flag, not two
+
+
+def test_qat_takes_retrain_by_keyword():
+    qm = Q.quantize_model(nn.Sequential(nn.Linear(4, 2)), act_bits=None)
+    seen = []
+    assert Q.qat(qm, retrain=seen.append) is qm and seen == [qm]
+    with pytest.raises(TypeError):
+        Q.qat(qm, seen.append)

@@ -25,7 +25,8 @@ def test_zero_filters_removed_leave_output_unchanged():
         model[0].bias[[1, 4, 5, 7]] = 0
     x = torch.randn(2, 3, 10, 10)
     before = model(x)
-    keep = fp.prune_filters(model, "0", "2", 0.5)
+    keep = fp.filters_to_keep(model[0], 0.5)
+    assert fp.prune_filters(model, "0", "2", 0.5) is model
     assert keep.tolist() == [0, 2, 3, 6]
     assert model[0].out_channels == 4 and model[2].in_channels == 4
     assert torch.allclose(model(x), before, atol=1e-6)
@@ -36,7 +37,8 @@ def test_conv_to_linear_through_flatten_copies_weights_exactly():
     lenet = models.LeNet5()
     old_fc1 = lenet.fc1.weight.detach().clone()  # (500, 800) = 50 channels x 16
     old_conv2 = lenet.conv2.weight.detach().clone()
-    keep = fp.prune_filters(lenet, "conv2", "fc1", 0.5)
+    keep = fp.filters_to_keep(lenet.conv2, 0.5)
+    fp.prune_filters(lenet, "conv2", "fc1", 0.5)
     assert lenet.fc1.in_features == 25 * 16 and lenet.conv2.out_channels == 25
     idx = (keep[:, None] * 16 + torch.arange(16)).flatten()
     assert torch.equal(lenet.fc1.weight, old_fc1[:, idx])
@@ -325,7 +327,8 @@ def test_batchnorm1d_between_linears():
     x = torch.randn(5, 6)
     before = model(x)
     old_mean = model[1].running_mean.clone()
-    keep = fp.prune_filters(model, "0", "3", 0.5, bn="1")
+    keep = fp.filters_to_keep(model[0], 0.5)
+    fp.prune_filters(model, "0", "3", 0.5, bn="1")
     assert keep.tolist() == [0, 2, 3, 6]
     assert type(model[1]) is nn.BatchNorm1d and model[1].num_features == 4
     assert torch.equal(model[1].running_mean, old_mean[keep])
@@ -351,7 +354,8 @@ def test_affine_false_batchnorm(stats):
             model[1].running_mean[dead] = 0
     x = torch.randn(2, 3, 9, 9)
     before = model(x)
-    assert fp.prune_filters(model, "0", "3", 0.5, bn="1").tolist() == [1, 2, 4, 5]
+    assert fp.filters_to_keep(model[0], 0.5).tolist() == [1, 2, 4, 5]
+    assert fp.prune_filters(model, "0", "3", 0.5, bn="1") is model
     assert model[1].num_features == 4 and model[1].weight is None
     assert torch.allclose(model(x), before, atol=1e-5)
 
@@ -360,9 +364,11 @@ def test_chain_of_per_channel_ops_and_view_to_linear():
     torch.manual_seed(0)
     model = _Chain().eval()
     x = torch.randn(2, 3, 8, 8)
-    keep = fp.prune_filters(model, "a", "b", 0.5, bn="bn")
+    keep = fp.filters_to_keep(model.a, 0.5)
+    fp.prune_filters(model, "a", "b", 0.5, bn="bn")
     assert model.a.out_channels == model.bn.num_features == model.b.in_channels == 4
-    keep2 = fp.prune_filters(model, "b", "c", 0.5)  # view(N, -1) into a Linear
+    keep2 = fp.filters_to_keep(model.b, 0.5)
+    fp.prune_filters(model, "b", "c", 0.5)  # view(N, -1) into a Linear
     assert len(keep) == 4 and model.c.in_features == 2 * 9 and len(keep2) == 2
     assert model(x).shape == (2, 5)
 
@@ -534,7 +540,8 @@ def test_bottleneck_prune_equals_two_prune_filters_calls():
     a = _tiny_bottleneck_resnet().eval()
     b = copy.deepcopy(a)
     fp.prune_resnet_blocks(a, {"layer2.0": 0.3}, multiple_of=2)
-    k1 = fp.prune_filters(
+    k1 = fp.filters_to_keep(b.layer2[0].conv1, 0.3, multiple_of=2)
+    fp.prune_filters(
         b, "layer2.0.conv1", "layer2.0.conv2", 0.3, bn="layer2.0.bn1", multiple_of=2
     )
     fp.prune_filters(
@@ -574,7 +581,7 @@ def test_resnet50_bottlenecks():
 def test_shipped_filter_checkpoint_matches_pruned_shapes():
     from pathlib import Path
 
-    path = Path(__file__).parents[1] / "data" / "checkpoints" / "resnet20-filters.pt"
+    path = Path(__file__).parents[2] / "data" / "checkpoints" / "resnet20-filters.pt"
     if not path.exists():
         pytest.skip("checkpoint not shipped")
     model = fp.prune_resnet_blocks(models.CifarResNet(20), 0.4, multiple_of=8)
@@ -591,7 +598,8 @@ def test_cuda_prune_filters_and_resnet_blocks():
     torch.manual_seed(0)
     lenet = models.LeNet5().cuda().eval()
     x = torch.randn(2, 1, 28, 28, device="cuda")
-    keep = fp.prune_filters(lenet, "conv2", "fc1", 0.5)
+    keep = fp.filters_to_keep(lenet.conv2, 0.5)
+    fp.prune_filters(lenet, "conv2", "fc1", 0.5)
     assert keep.device.type == "cuda" and lenet.fc1.weight.device.type == "cuda"
     assert lenet(x).shape == (2, 10)
     model = nn.Sequential(
@@ -695,8 +703,27 @@ def test_technique_files_depend_only_on_torch_and_each_other(tmp_path, monkeypat
     m = nn.Sequential(
         nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3)
     )
-    assert len(mod.prune_filters(m, "0", "3", 0.5, bn="1")) == 4
+    assert mod.prune_filters(m, "0", "3", 0.5, bn="1") is m and m[0].out_channels == 4
     neurons = importlib.import_module("isolated_pruning.neurons")
     x = torch.randn(2, 3, 8, 8)
-    keep = neurons.prune_neurons(m, [("0", "3", "1")], 0.5, batches=[x])
+    keep = neurons.neurons_to_keep(m, [("0", "3", "1")], 0.75, batches=[x])
+    neurons.prune_neurons(m, [("0", "3", "1")], 0.75, batches=[x])  # of the original 8
     assert len(keep["0"]) == 2 and m[3].in_channels == 2
+
+
+def test_amount_is_a_fraction_of_the_original_width():
+    """As in unstructured pruning, ``amount`` is a target of the original width: a
+    second call with the same amount removes nothing more, a larger one removes up
+    to it (not a fraction of what is left)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 4, 3))
+    fp.prune_filters(model, "0", "2", 0.5)
+    assert model[0].out_channels == 8 and fp.original_width(model[0]) == 16
+    fp.prune_filters(model, "0", "2", 0.5)
+    assert model[0].out_channels == 8
+    fp.prune_filters(model, "0", "2", 0.75)
+    assert model[0].out_channels == 4 == 16 - round(0.75 * 16)
+    keep = fp.keep_after_removing(torch.arange(4.0), 0.25, original=16)
+    assert keep.tolist() == [0, 1, 2, 3]  # 12 to keep, 4 left: all stay
+    with pytest.raises(ValueError, match="original"):
+        fp.keep_after_removing(torch.arange(4.0), 0.25, original=3)

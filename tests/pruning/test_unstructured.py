@@ -85,7 +85,7 @@ def test_gradual_pruning_callback_in_train_loop():
     x, y = torch.randn(64, 20), torch.randint(0, 10, (64,))
     batches = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 64, 8)]  # 8 steps/epoch
     model = mlp()
-    cb = pruning.GradualPruning(final=0.8, begin=2, frequency=4, n_prunes=5)
+    cb = pruning.GradualPruning(amount=0.8, begin=2, frequency=4, n_prunes=5)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     train.train(model, batches, 3, opt, callback=cb, device="cpu", quiet=True)
     assert [s for s, _ in cb.history] == [2, 6, 10, 14, 18, 22]
@@ -120,7 +120,7 @@ def test_sensitivity_scan_and_rule():
     )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert set(scan) == {"0", "2"} and all(len(v) == 3 for v in scan.values())
-    rule = pruning.sparsities_from_scan(
+    rule = pruning.amounts_from_scan(
         {"a": [0.9, 0.89, 0.5], "b": [0.9, 0.7, 0.6]},
         [0.0, 0.5, 0.9],
         baseline=0.9,
@@ -164,7 +164,7 @@ def test_gradual_pruning_checks_its_targets_when_made():
     """Issue 29: {} failed inside training with "max() arg is an empty sequence"."""
     with pytest.raises(ValueError, match="empty dict"):
         pruning.GradualPruning({}, begin=0, frequency=1, n_prunes=2)
-    with pytest.raises(ValueError, match="final"):
+    with pytest.raises(ValueError, match="amount"):
         pruning.GradualPruning({"0": 1.5}, begin=0, frequency=1, n_prunes=2)
-    with pytest.raises(TypeError, match="final"):
+    with pytest.raises(TypeError, match="amount"):
         pruning.GradualPruning("0.5", begin=0, frequency=1, n_prunes=2)

@@ -62,8 +62,14 @@ def test_dead_unit_with_zero_outgoing_weights_removed_without_change():
         model.fc2.weight[:, [3, 7]] = 0
     x = torch.rand(16, 1, 28, 28)
     before = model(x)
-    keep = neurons.prune_neurons(
+    keep = neurons.neurons_to_keep(
         model, [("fc1", "fc2")], 2 / 300, batches=[x], criterion="apoz"
+    )
+    assert (
+        neurons.prune_neurons(
+            model, [("fc1", "fc2")], 2 / 300, batches=[x], criterion="apoz"
+        )
+        is model
     )
     assert 3 not in keep["fc1"] and 7 not in keep["fc1"]
     assert model.fc1.out_features == 298 and model.fc2.in_features == 298
@@ -74,9 +80,9 @@ def test_both_layers_of_an_mlp_in_one_call_give_a_smaller_dense_net():
     model = mlp()
     x = torch.rand(32, 1, 28, 28)
     ref = copy.deepcopy(model)
-    keep = neurons.prune_neurons(
-        model, CHAINS, {"fc1": 2 / 3, "fc2": 0.5}, batches=[x], criterion="mean"
-    )
+    amount = {"fc1": 2 / 3, "fc2": 0.5}
+    keep = neurons.neurons_to_keep(model, CHAINS, amount, batches=[x], criterion="mean")
+    neurons.prune_neurons(model, CHAINS, amount, batches=[x], criterion="mean")
     assert [model.fc1.out_features, model.fc2.out_features] == [100, 50]
     assert (model.fc2.in_features, model.fc3.in_features) == (100, 50)
     # the kept weights are the originals: fc2's rows keep[fc2], columns keep[fc1]
@@ -90,11 +96,9 @@ def test_criteria_l1_and_seeded_random():
     model = mlp()
     l1 = structured.l1_norms(model.fc1)
     assert torch.equal(neurons.importance(model.fc1, "l1"), l1)
-    a = neurons.prune_neurons(copy.deepcopy(model), CHAINS, 0.5, criterion="random")
-    b = neurons.prune_neurons(copy.deepcopy(model), CHAINS, 0.5, criterion="random")
-    c = neurons.prune_neurons(
-        copy.deepcopy(model), CHAINS, 0.5, criterion="random", seed=1
-    )
+    a = neurons.neurons_to_keep(model, CHAINS, 0.5, criterion="random")
+    b = neurons.neurons_to_keep(model, CHAINS, 0.5, criterion="random")
+    c = neurons.neurons_to_keep(model, CHAINS, 0.5, criterion="random", seed=1)
     assert torch.equal(a["fc1"], b["fc1"]) and not torch.equal(a["fc1"], c["fc1"])
 
 
@@ -150,3 +154,12 @@ def test_prune_channels_checks_every_chain_before_changing():
             model, [good, ("fc2", "fc3", None, torch.tensor([1, 1]))]
         )
     assert same_state(model, ref)
+
+
+def test_prune_neurons_amount_is_of_the_original_units_and_returns_the_model():
+    model = mlp()
+    x = torch.rand(8, 1, 28, 28)
+    assert neurons.prune_neurons(model, CHAINS[:1], 0.5, criterion="l1") is model
+    assert model.fc1.out_features == 150
+    neurons.prune_neurons(model, CHAINS[:1], 0.6, batches=[x], criterion="mean")
+    assert model.fc1.out_features == 300 - round(0.6 * 300)

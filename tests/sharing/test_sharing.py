@@ -169,7 +169,7 @@ def _sparse_shared_model():
     return model
 
 
-def test_lwtc_round_trip_is_bit_exact_and_small():
+def test_lwtc_round_trip_is_exact_in_value_and_small():
     model = _sparse_shared_model()
     state = model.state_dict()
     for kw in ({}, {"use_huffman": False}, {"index_bits": 5}):

@@ -9,6 +9,12 @@
   subsampling + zero channel padding), 269,722 parameters. ``resnet56`` is the deeper
   sibling (853,018 parameters), a natural teacher.
 
+A transformer (lesson 08), in ``lwt.models.cct``:
+
+- ``cct4``: a Compact Convolutional Transformer (Hassani et al. 2021): a conv
+  tokenizer, 4 pre-norm encoder blocks of 4 heads on 64 tokens, sequence pooling
+  (483,659 parameters).
+
 Compact students for knowledge distillation (lesson 05), each <= 20 % of ResNet-20:
 
 - ``mobilenet``: a MobileNet-style CIFAR net (Howard et al. 2017): a 3x3 stem, then
@@ -27,8 +33,9 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock
 from torchvision.ops.misc import Conv2dNormActivation
 
-from ._lookup import lookup
-from .data import SHAPES
+from .._lookup import lookup
+from ..data import SHAPES
+from .cct import CCT
 
 
 class LeNet300100(nn.Module):
@@ -228,6 +235,8 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "mlp1200": (lambda: MLP((1200, 1200), dropout=0.25), "mnist"),
     "mlp800": (lambda: MLP((800, 800)), "mnist"),
     "z2cnn": (Z2CNN, "rotmnist"),
+    # a compact transformer (lesson 08): CCT-4/3x2 (Hassani et al. 2021) with 4 heads
+    "cct4": (CCT, "cifar10"),
 }
 
 
