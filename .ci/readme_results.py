@@ -70,15 +70,19 @@ def main() -> None:
     )
 
 
+def _shown(output: dict) -> str:
+    """An output's printed text, or the Markdown it displays."""
+    text = output.get("text") or output.get("data", {}).get("text/markdown", "")
+    return "".join(text)
+
+
 def cell_text(marker: str) -> str:
-    """The printed output of the (first) notebook cell whose source starts with
-    ``marker`` ("" if none)."""
+    """The printed (or displayed Markdown) output of the (first) notebook cell whose
+    source starts with ``marker`` ("" if none)."""
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         for cell in json.loads(nb.read_text())["cells"]:
             if "".join(cell.get("source", "")).startswith(marker):
-                return "".join(
-                    "".join(o.get("text", "")) for o in cell.get("outputs", [])
-                )
+                return "".join(_shown(o) for o in cell.get("outputs", []))
     return ""
 
 

@@ -57,4 +57,35 @@ def describe_cpu(features: dict[str, bool | None] | None = None) -> str:
     return text + (f" (no {', '.join(lacks)})" if have and lacks else "")
 
 
-__all__ = ["FEATURES", "cpu_features", "describe_cpu"]
+def clock_ghz(cpuinfo: str | None = None) -> float | None:
+    """The clock ``/proc/cpuinfo`` reports for the first core ("cpu MHz"), in GHz
+    (None where there is no such file or line). A nominal figure: turbo and power
+    states move the real clock."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        if line.startswith("cpu MHz"):
+            return float(line.split(":")[1]) / 1000
+    return None
+
+
+# Nominal multiply-adds per clock cycle of one core, by precision and instruction set
+# (notebook 02 turns them into lower bounds on the time of a forward pass).
+PEAK_MACS_PER_CYCLE = {
+    "fp32, AVX-512": 32,
+    "bf16, AVX-512 BF16": 64,
+    "int8, AVX-512 VNNI": 128,
+    "bf16, AMX": 512,
+    "int8, AMX": 1024,
+}
+
+__all__ = [
+    "FEATURES",
+    "PEAK_MACS_PER_CYCLE",
+    "clock_ghz",
+    "cpu_features",
+    "describe_cpu",
+]

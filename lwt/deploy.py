@@ -448,8 +448,9 @@ def profile_onnx(
     path: str | Path, x: Tensor, *, runs: int = 5, threads: int = 1
 ) -> list[dict]:
     """Where ONNX Runtime spends its time: one row per node of the optimized graph,
-    ``{"node", "op", "inputs", "output", "ms"}`` (shapes as lists; ``ms`` the mean
-    kernel time over ``runs`` runs on ``x``, after one untimed run), slowest first.
+    ``{"node", "op", "inputs", "output", "ms", "order"}`` (shapes as lists; ``ms`` the
+    mean kernel time over ``runs`` runs on ``x``, after one untimed run; ``order``
+    the node's place in the execution, from 0), slowest first.
 
     Uses ONNX Runtime's own profiler (``SessionOptions.enable_profiling``). Shapes are
     those of the optimized graph (channels-last for the int8 convolutions).
@@ -478,7 +479,8 @@ def profile_onnx(
         shapes = [next(iter(d.values())) for d in e["args"].get("input_type_shape", [])]
         out = [next(iter(d.values())) for d in e["args"].get("output_type_shape", [])]
         row = {"node": name, "op": e["args"]["op_name"], "inputs": shapes}
-        rows.setdefault(name, {**row, "output": out[0] if out else []})
+        rows.setdefault(name, {**row, "output": out[0] if out else [],
+                               "order": len(rows)})  # fmt: skip
         times.setdefault(name, []).append(e["dur"] / 1e3)
     for name, row in rows.items():
         timed = times[name][1:] or times[name]  # the first run is the untimed one

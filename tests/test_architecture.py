@@ -22,6 +22,7 @@ CORE = {
     "lwt.pareto",
     "lwt.cpu",
     "lwt.stats",
+    "lwt.latency",
     "lwt._lookup",
 }
 # Technique units: a module, or a subpackage copied as one folder.

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lwt import distill, lowrank, measure, pareto
+from lwt import distill, latency, lowrank, measure, pareto
 from lwt.exercises import (
     lesson00,
     lesson01,
@@ -69,6 +69,24 @@ SOLUTIONS = _solutions()
 
 
 # ------------------------------------------------------------------ wrong answers
+def _table_in_listed_order(profile, convs):
+    """Conv rows taken in the order the profile lists them (slowest first)."""
+    rows = [r for r in profile if r["op"] in latency.CONV_OPS]
+    table = {c: r["ms"] for c, r in zip(convs, rows, strict=True)}
+    table["other"] = sum(r["ms"] for r in profile if r["op"] not in latency.CONV_OPS)
+    return table
+
+
+def _predict_whole_block(table, keep):
+    """Scales every conv under a block's path, its downsample conv too."""
+    total = table["other"]
+    for conv, ms in table.items():
+        if conv != "other":
+            block = ".".join(conv.split(".")[:2]) if conv.count(".") >= 2 else None
+            total += ms * keep.get(block, 1.0)
+    return total
+
+
 def _fq(*, div=False, half_up=False, real_mask=False, lib=False, torch_op=False):
     class Wrong(torch.autograd.Function):
         @staticmethod
@@ -341,6 +359,24 @@ CASES = {
         "equal costs kept": _front_no_ties,
         "unsorted": lambda c, s: sorted(pareto.pareto_front(c, s), reverse=True),
     },
+    (lesson07.check_latency_table, "my_latency_table"): {
+        "the library": latency.conv_latency_table,
+        "slowest first, as listed": _table_in_listed_order,
+        "no 'other'": lambda p, c: {
+            k: v for k, v in latency.conv_latency_table(p, c).items() if k != "other"
+        },
+        "other = everything": lambda p, c: {
+            **latency.conv_latency_table(p, c), "other": sum(r["ms"] for r in p)
+        },
+    },
+    (lesson07.check_predict, "my_predict_ms"): {
+        "the library": latency.predict_ms,
+        "drop only (thinning ignored)": lambda t, k: latency.predict_ms(
+            t, {b: v for b, v in k.items() if v == 0}
+        ),
+        "every conv of a block, downsample too": _predict_whole_block,
+        "other left out": lambda t, k: latency.predict_ms(t, k) - t["other"],
+    },
 }
 
 
@@ -486,3 +522,30 @@ def test_check_hashed(capsys):
     for wrong in (lambda: mlp(8), lambda: mlp(32, plain=True), lambda: mlp(32)[:2]):
         assert not lesson06.check_hashed(wrong, 32, sizes)
         assert capsys.readouterr().out.startswith("not yet: ")
+
+
+def test_check_design_judges_bytes_speed_and_prediction(tmp_path, capsys):
+    """The design check measures the two files and says which budget line fails."""
+    import contextlib
+    import io
+
+    from lwt import deploy
+
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, padding=1)).eval()  # fmt: skip
+    thin = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(8, 8, 3, padding=1)).eval()  # fmt: skip
+    files = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        for name, m in (("wide", wide), ("thin", thin)):
+            fp32 = deploy.export_onnx(m, (3, 32, 32), tmp_path / f"{name}.onnx")
+            files[name] = deploy.quantize_onnx(
+                fp32, tmp_path / f"{name}-int8.onnx", [torch.randn(8, 3, 32, 32)]
+            )
+    kw = dict(dense=files["wide"], rounds=2, repeats=3)
+    assert not lesson07.check_design(files["wide"], 1.0, **kw)  # no speed-up at all
+    assert "speed-up" in capsys.readouterr().out.split("\n")[0]
+    assert not lesson07.check_design(files["thin"], 1e6, max_bytes=10, **kw)
+    out = capsys.readouterr().out.split("\n")[0]
+    assert "bytes" in out and "prediction" in out
