@@ -35,6 +35,7 @@ TECHNIQUES = {
     "lwt.transfer",
     "lwt.distill",
     "lwt.sharing",
+    "lwt.oneshot",
 }
 # Composition: a pipeline of several techniques (lesson 07), used by the recipes.
 COMPOSITION = {"lwt.combine"}

@@ -106,3 +106,20 @@ def input_stats(
     if not seen:
         raise ValueError("batches yielded nothing: pass calibration inputs")
     return stats
+
+
+def prepare(weight: Tensor, hessian: Tensor, damp: float) -> tuple[Tensor, Tensor]:
+    """GPTQ's and SparseGPT's common start: a float copy of ``weight`` with the columns
+    of never-active inputs (``H_jj = 0``) zeroed, and the upper Cholesky factor of
+    ``(H + λI)⁻¹`` with ``λ = damp · mean(diag H)`` (its rows give the error-feedback
+    updates; Frantar et al. 2023 use it for numerical stability)."""
+    if not 0 < damp < 1:
+        raise ValueError(f"damp must be in (0, 1), got {damp}")
+    w = weight.detach().float().clone()
+    h = hessian.detach().float().clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    h += damp * torch.diag(h).mean() * torch.eye(h.shape[0])
+    inverse = torch.cholesky_inverse(torch.linalg.cholesky(h))
+    return w, torch.linalg.cholesky(inverse, upper=True)

@@ -1,6 +1,6 @@
-"""GPTQ (Frantar et al. 2023): quantize a layer's weights column by column, each rounding
-error spread over the columns not yet quantized, using the inverse Hessian of the
-layer's reconstruction error on calibration inputs.
+"""GPTQ (Frantar et al. 2023): quantize a layer's weights column by column, each
+rounding error spread over the columns not yet quantized, using the inverse Hessian of
+the layer's reconstruction error on calibration inputs.
 
 Objective per layer: ``min_Ŵ ||W X − Ŵ X||²`` with ``H = 2 X Xᵀ / n``. Quantizing column
 ``j`` to ``q_j`` (the grid of ``groupwise``) and updating the remaining columns
@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .calibration import prepare
 from .groupwise import check_bits, check_group, group_params
 
 
@@ -43,17 +44,11 @@ def gptq_quantize(
     rows, cols = weight.shape
     check_group(cols, group_size)
     if hessian.shape != (cols, cols):
-        raise ValueError(f"hessian must be ({cols}, {cols}), got {tuple(hessian.shape)}")
-    if not 0 < damp < 1:
-        raise ValueError(f"damp must be in (0, 1), got {damp}")
+        raise ValueError(
+            f"hessian must be ({cols}, {cols}), got {tuple(hessian.shape)}"
+        )
     block = max(group_size, block - block % group_size)  # whole groups per block
-    w = weight.detach().float().clone()
-    h = hessian.detach().float().clone()
-    dead = torch.diag(h) == 0
-    h[dead, dead] = 1
-    w[:, dead] = 0
-    h += damp * torch.diag(h).mean() * torch.eye(cols)
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    w, hinv = prepare(weight, hessian, damp)
     qmax = 2**bits - 1
     codes = torch.zeros(rows, cols, dtype=torch.long)
     scale = torch.zeros(rows, cols // group_size)
@@ -85,5 +80,5 @@ def gptq_quantize(
 def layer_error(weight: Tensor, approx: Tensor, hessian: Tensor) -> float:
     """The layer's reconstruction error on its calibration inputs,
     ``||W X − Ŵ X||² / n = ½ · tr(Δ H Δᵀ)`` with ``Δ = W − Ŵ``."""
-    d = (weight.detach().float() - approx.detach().float())
+    d = weight.detach().float() - approx.detach().float()
     return float(0.5 * torch.einsum("ij,jk,ik->", d, hessian.float(), d))

@@ -1,5 +1,5 @@
-"""Weight-only group-wise quantization (グループ単位の量子化): one scale and zero point per
-group of ``g`` input channels of each output row.
+"""Weight-only group-wise quantization (グループ単位の量子化): one scale and zero point
+per group of ``g`` input channels of each output row.
 
 For row ``i`` and group ``k`` (columns ``k·g … k·g + g − 1``), asymmetric ``b`` bits::
 
@@ -34,7 +34,11 @@ def check_bits(bits: int) -> None:
 
 def check_group(columns: int, group_size: int) -> None:
     """``group_size`` must be a positive int that divides ``columns``."""
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+    if (
+        isinstance(group_size, bool)
+        or not isinstance(group_size, int)
+        or group_size < 1
+    ):
         raise ValueError(f"group_size must be a positive int, got {group_size!r}")
     if columns % group_size:
         raise ValueError(f"group_size {group_size} does not divide the {columns} input "
@@ -44,7 +48,7 @@ def check_group(columns: int, group_size: int) -> None:
 def group_params(
     w: Tensor, bits: int, group_size: int, *, symmetric: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """Scale and zero point ``(rows, columns / g)`` of each group of ``w (rows, cols)``."""
+    """Scale and zero point ``(rows, cols / g)`` of each group of ``w (rows, cols)``."""
     check_bits(bits)
     check_group(w.shape[1], group_size)
     g = w.detach().float().reshape(w.shape[0], -1, group_size)
@@ -112,4 +116,6 @@ def unpack_codes(blob: bytes, bits: int, n: int) -> Tensor:
 def packed_bytes(rows: int, columns: int, bits: int, group_size: int) -> int:
     """Bytes of one layer stored packed: codes, fp16 scales and ``b``-bit zeros."""
     groups = rows * columns // group_size
-    return math.ceil(rows * columns * bits / 8) + 2 * groups + math.ceil(groups * bits / 8)
+    return (
+        math.ceil(rows * columns * bits / 8) + 2 * groups + math.ceil(groups * bits / 8)
+    )

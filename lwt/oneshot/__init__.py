@@ -1,0 +1,45 @@
+"""One-shot compression of linear layers from calibration data (lesson 08): the methods
+of the LLM era, which need no retraining.
+
+- ``calibration``: input statistics of ``nn.Linear`` layers from forward hooks (the
+  Hessian ``2XXᵀ/n``, per-feature norms, ranges, mean magnitudes).
+- ``groupwise``: weight-only group-wise round-to-nearest (int2–int8, a scale per group
+  of ``g`` inputs) and bit packing whose bytes are the real size.
+- ``gptq``: GPTQ (Frantar et al. 2023), column-by-column rounding with inverse-Hessian
+  error feedback.
+- ``sparse``: magnitude, Wanda (Sun et al. 2024) and SparseGPT (Frantar & Alistarh
+  2023), unstructured or N:M (2:4).
+
+Each file depends only on torch and this folder: copy the folder.
+"""
+
+from .calibration import InputStats, input_stats, linear_layers
+from .gptq import gptq_quantize, layer_error
+from .groupwise import (
+    dequantize_groups,
+    group_params,
+    pack_codes,
+    packed_bytes,
+    quantize_groups,
+    rtn,
+    unpack_codes,
+)
+from .sparse import row_mask, sparsegpt, wanda_scores
+
+__all__ = [
+    "InputStats",
+    "dequantize_groups",
+    "gptq_quantize",
+    "group_params",
+    "input_stats",
+    "layer_error",
+    "linear_layers",
+    "pack_codes",
+    "packed_bytes",
+    "quantize_groups",
+    "row_mask",
+    "rtn",
+    "sparsegpt",
+    "unpack_codes",
+    "wanda_scores",
+]
