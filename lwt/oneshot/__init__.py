@@ -7,12 +7,17 @@ of the LLM era, which need no retraining.
   of ``g`` inputs) and bit packing whose bytes are the real size.
 - ``gptq``: GPTQ (Frantar et al. 2023), column-by-column rounding with inverse-Hessian
   error feedback.
+- ``awq``: AWQ (Lin et al. 2024), activation-aware per-channel scales searched before
+  group-wise rounding.
+- ``smooth``: SmoothQuant (Xiao et al. 2023), activation outliers migrated into the
+  weights for W8A8, folded into the LayerNorm before.
 - ``sparse``: magnitude, Wanda (Sun et al. 2024) and SparseGPT (Frantar & Alistarh
   2023), unstructured or N:M (2:4).
 
 Each file depends only on torch and this folder: copy the folder.
 """
 
+from .awq import awq_quantize, awq_scales
 from .calibration import InputStats, input_stats, linear_layers
 from .gptq import gptq_quantize, layer_error
 from .groupwise import (
@@ -24,10 +29,14 @@ from .groupwise import (
     rtn,
     unpack_codes,
 )
+from .smooth import fold_smoothing, smooth_scales
 from .sparse import row_mask, sparsegpt, wanda_scores
 
 __all__ = [
     "InputStats",
+    "awq_quantize",
+    "awq_scales",
+    "fold_smoothing",
     "dequantize_groups",
     "gptq_quantize",
     "group_params",
@@ -39,6 +48,7 @@ __all__ = [
     "quantize_groups",
     "row_mask",
     "rtn",
+    "smooth_scales",
     "sparsegpt",
     "unpack_codes",
     "wanda_scores",

@@ -126,3 +126,37 @@ def test_sparsegpt_beats_magnitude_and_wanda_at_the_same_sparsity():
     assert (pruned == 0).float().mean() == pytest.approx(0.5, abs=1 / 64)
     err["sparsegpt"] = oneshot.layer_error(w, pruned, h)
     assert err["sparsegpt"] < err["wanda"] < err["magnitude"]
+
+
+def test_awq_never_worse_than_rtn_and_better_with_salient_channels():
+    w, x = layer_and_inputs()
+    h = 2 * x.T @ x / len(x)
+    amean = x.abs().mean(0)
+    approx, s, alpha = oneshot.awq_quantize(w, h, amean, 3, 16)
+    rtn = groupwise.rtn(w, 3, 16)[0]
+    assert oneshot.layer_error(w, approx, h) < oneshot.layer_error(w, rtn, h)
+    assert 0 < alpha <= 1 and s.shape == (64,)
+    assert torch.allclose(oneshot.awq_scales(amean, 0.0), torch.ones(64))
+    with pytest.raises(ValueError, match="amean"):
+        oneshot.awq_quantize(w, h, amean[:3], 3, 16)
+
+
+def test_smoothquant_keeps_the_function_and_balances_the_ranges():
+    torch.manual_seed(0)
+    norm, lin = nn.LayerNorm(16), nn.Linear(16, 8)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2)
+        norm.weight[:2] *= 20  # two outlier channels
+        norm.bias.uniform_(-1, 1)
+    x = torch.randn(64, 16)
+    before = lin(norm(x))
+    amax = norm(x).abs().amax(0)
+    s = oneshot.smooth_scales(amax, [lin.weight], alpha=0.5)
+    wmax = lin.weight.abs().amax(0)
+    oneshot.fold_smoothing(norm, [lin], s)
+    assert torch.allclose(lin(norm(x)), before, atol=1e-4)  # the same function
+    x_range, w_range = norm(x).abs().amax(0), lin.weight.abs().amax(0)
+    assert torch.allclose(x_range, w_range, rtol=1e-4)  # alpha = 0.5: equal ranges
+    assert torch.allclose(x_range, (amax * wmax).sqrt(), rtol=1e-4)
+    with pytest.raises(ValueError, match="alpha"):
+        oneshot.smooth_scales(amax, [lin.weight], alpha=1.5)
