@@ -19,6 +19,9 @@ recipes ← zoo.
 - ``lwt.distill``: knowledge-distillation loss and ``Distiller`` (lesson 05; one file).
 - ``lwt.sharing``: k-means weight sharing, Huffman-coded ``.lwtc`` files, hashed
   and circulant layers (lesson 06; a folder).
+- ``lwt.oneshot``: one-shot compression from calibration data: group-wise int4, GPTQ,
+  AWQ, SmoothQuant, Wanda, SparseGPT, 2:4 (lesson 08; a folder).
+- ``lwt.merging``: token merging for a transformer (lesson 08; one file).
 - ``lwt.combine``: lesson 07's pipeline (prune, distil, QAT, int8 file);
   ``combine.compress_and_deploy`` runs it on your own model (composition).
 - ``lwt.recipes``: how each shipped checkpoint is made, one module per method.

@@ -36,6 +36,7 @@ TECHNIQUES = {
     "lwt.distill",
     "lwt.sharing",
     "lwt.oneshot",
+    "lwt.merging",
 }
 # Composition: a pipeline of several techniques (lesson 07), used by the recipes.
 COMPOSITION = {"lwt.combine"}

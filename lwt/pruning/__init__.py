@@ -15,9 +15,10 @@ for the sparse files, imported when they are written or read). ResNet blocks are
 recognised by their layers, not by torchvision's types.
 """
 
-from . import coupling, depth, neurons, sparse, structured, surgery, unstructured
+from . import coupling, depth, heads, neurons, sparse, structured, surgery, unstructured
 from .coupling import ChannelPath, CouplingError, channel_path
 from .depth import drop_blocks, removable_blocks
+from .heads import attention_modules, head_importance, prune_heads, remove_heads
 from .neurons import (
     ActivationStats,
     activation_stats,
@@ -56,12 +57,17 @@ from .unstructured import (
 )
 
 __all__ = [
+    "attention_modules",
+    "head_importance",
+    "prune_heads",
+    "remove_heads",
     "ActivationStats",
     "ChannelPath",
     "CouplingError",
     "channel_path",
     "coupling",
     "depth",
+    "heads",
     "drop_blocks",
     "removable_blocks",
     "PRUNABLE",

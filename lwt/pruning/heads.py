@@ -1,0 +1,115 @@
+"""Attention-head pruning (ヘッドの枝刈り): score heads, then remove them for real from
+the query/key/value and output projections (Michel et al. 2019, "Are Sixteen Heads
+Really Better than One?").
+
+Works on any attention module with ``qkv`` (a ``Linear(D, 3·H·d)`` whose rows are
+``[Q heads | K heads | V heads]``, head ``h`` the rows ``h·d … (h+1)·d − 1`` of each
+block), ``proj`` (``Linear(H·d, D)``), and ``heads`` / ``head_dim`` attributes, as
+``lwt.models.cct.Attention``. Importance of head ``h`` (Michel et al., eq. 2): with a
+gate ``ξ_h = 1`` multiplying the head's output,
+
+    I_h = E_x | ∂L(x) / ∂ξ_h |,
+
+the expected sensitivity of the loss to masking the head, over calibration batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def attention_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Every attention module of ``model`` (see the module docstring), by path."""
+    need = ("qkv", "proj", "heads", "head_dim")
+    return {n: m for n, m in model.named_modules() if all(hasattr(m, a) for a in need)}
+
+
+def head_importance(
+    model: nn.Module,
+    batches: Iterable,
+    loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy,
+) -> dict[str, Tensor]:
+    """``{attention path: I (heads,)}`` summed over ``batches`` of ``(x, y)``; the model
+    is left unchanged (gates are hooks, removed after; gradients zeroed)."""
+    attns = attention_modules(model)
+    if not attns:
+        raise ValueError(
+            "model has no attention modules with qkv, proj, heads, head_dim"
+        )
+    gates = {n: torch.ones(a.heads, requires_grad=True) for n, a in attns.items()}
+    scores = {n: torch.zeros(a.heads) for n, a in attns.items()}
+
+    def gate(name: str, attn: nn.Module):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple) -> tuple:
+            x = args[0]
+            shape = (*x.shape[:-1], attn.heads, attn.head_dim)
+            g = gates[name].to(x.dtype)
+            return ((x.reshape(shape) * g[:, None]).reshape(x.shape),)
+
+        return hook
+
+    handles = [a.proj.register_forward_pre_hook(gate(n, a)) for n, a in attns.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in batches:
+            loss = loss_fn(model(x), y)
+            grads = torch.autograd.grad(loss, list(gates.values()))
+            for n, g in zip(gates, grads, strict=True):
+                scores[n] += g.abs()
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return scores
+
+
+@torch.no_grad()
+def remove_heads(attn: nn.Module, keep: Sequence[int]) -> nn.Module:
+    """Keep only heads ``keep`` of ``attn`` (in place): the rows of Q, K and V and the
+    columns of the output projection of the other heads are deleted; returns ``attn``.
+    """
+    h, d = attn.heads, attn.head_dim
+    keep = sorted(set(int(k) for k in keep))
+    if not keep:
+        raise ValueError(
+            "keep at least one head: a layer without heads has no attention"
+        )
+    if keep[0] < 0 or keep[-1] >= h:
+        raise ValueError(f"heads must be in [0, {h - 1}], got {keep}")
+    per_head = torch.cat([torch.arange(k * d, (k + 1) * d) for k in keep])
+    rows = torch.cat([per_head + part * h * d for part in range(3)])
+    qkv, proj = attn.qkv, attn.proj
+    new_qkv = nn.Linear(qkv.in_features, len(rows), bias=qkv.bias is not None)
+    new_qkv.weight.copy_(qkv.weight[rows])
+    if qkv.bias is not None:
+        new_qkv.bias.copy_(qkv.bias[rows])
+    new_proj = nn.Linear(len(per_head), proj.out_features, bias=proj.bias is not None)
+    new_proj.weight.copy_(proj.weight[:, per_head])
+    if proj.bias is not None:
+        new_proj.bias.copy_(proj.bias)
+    attn.qkv, attn.proj, attn.heads = (
+        new_qkv.to(qkv.weight),
+        new_proj.to(proj.weight),
+        len(keep),
+    )
+    return attn
+
+
+def prune_heads(model: nn.Module, keep: Mapping[str, Sequence[int]]) -> nn.Module:
+    """Remove heads from several attention modules (``{path: heads to keep}``), every
+    path and index checked before anything changes. Returns ``model`` (in place)."""
+    attns = attention_modules(model)
+    bad = [p for p in keep if p not in attns]
+    if bad:
+        raise ValueError(f"{bad} are not attention modules; choose from {list(attns)}")
+    for p, k in keep.items():
+        if not k or min(k) < 0 or max(k) >= attns[p].heads:
+            raise ValueError(f"{p}: keep must name heads in [0, {attns[p].heads - 1}], "
+                             f"at least one, got {list(k)}")  # fmt: skip
+    for p, k in keep.items():
+        remove_heads(attns[p], k)
+    return model
