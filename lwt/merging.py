@@ -13,7 +13,7 @@ A merged token stands for ``s`` original ones, so attention adds ``log s`` to it
 blocks, ``T − L·r`` tokens reach the head; ``r = 0`` is the model itself.
 
 Works on a model with ``tokens(x)``, ``blocks`` (each with ``norm1``, ``attn`` (with
-``split``, ``proj``), ``drop``, ``norm2``, ``mlp``) and ``head(x, size)``, as
+``split`` and ``attend``), ``drop``, ``norm2``, ``mlp``) and ``head(x, size)``, as
 ``lwt.models.cct.CCT``.
 """
 
@@ -63,9 +63,7 @@ def merged_forward(model: nn.Module, x: Tensor, r: int) -> Tensor:
         bias = size.log().transpose(1, 2)[
             :, None
         ]  # (N, 1, 1, T): proportional attention
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        n, _, tokens, _ = out.shape
-        t = t + block.drop(attn.proj(out.transpose(1, 2).reshape(n, tokens, -1)))
+        t = t + block.drop(attn.attend(q, k, v, bias.to(q.dtype)))
         t, size = bipartite_merge(t, k.mean(dim=1), size, r)
         t = t + block.drop(block.mlp(block.norm2(t)))
     return model.head(t, size)

@@ -61,7 +61,13 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, bias: Tensor | None = None) -> Tensor:
         """``x (N, T, D) -> (N, T, D)``; ``bias`` is added to the attention logits
         (token merging's ``log(size)``), broadcast to ``(N, H, T, T)``."""
-        q, k, v = self.split(x)
+        return self.attend(*self.split(x), bias)
+
+    def attend(
+        self, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None
+    ) -> Tensor:
+        """``concat_h(softmax(Q Kᵀ / sqrt(d) + bias) V) W_o`` from ``split``'s
+        ``(N, H, T, d)`` tensors: ``(N, T, D)``."""
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (N, H, T, d)
         n, _, t, _ = out.shape
         return self.proj(out.transpose(1, 2).reshape(n, t, -1))

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .calibration import prepare
-from .groupwise import check_bits, check_group, group_params
+from .groupwise import check_bits, check_group, dequantize_groups, group_params
 
 
 def gptq_quantize(
@@ -72,9 +72,7 @@ def gptq_quantize(
             w1[:, i:] -= e[:, None] * h1[i, i:][None, :]
             err[:, i] = e
         w[:, i2:] -= err @ hinv[i1:i2, i2:]
-    g = codes.float().reshape(rows, -1, group_size)
-    deq = ((g - zero[..., None]) * scale[..., None]).reshape(rows, cols)
-    return deq, codes, scale, zero
+    return dequantize_groups(codes, scale, zero, group_size), codes, scale, zero
 
 
 def layer_error(weight: Tensor, approx: Tensor, hessian: Tensor) -> float:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from .surgery import keep_inputs, keep_outputs
+
 
 def attention_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Every attention module of ``model`` (see the module docstring), by path."""
@@ -80,22 +82,12 @@ def remove_heads(attn: nn.Module, keep: Sequence[int]) -> nn.Module:
         )
     if keep[0] < 0 or keep[-1] >= h:
         raise ValueError(f"heads must be in [0, {h - 1}], got {keep}")
-    per_head = torch.cat([torch.arange(k * d, (k + 1) * d) for k in keep])
-    rows = torch.cat([per_head + part * h * d for part in range(3)])
-    qkv, proj = attn.qkv, attn.proj
-    new_qkv = nn.Linear(qkv.in_features, len(rows), bias=qkv.bias is not None)
-    new_qkv.weight.copy_(qkv.weight[rows])
-    if qkv.bias is not None:
-        new_qkv.bias.copy_(qkv.bias[rows])
-    new_proj = nn.Linear(len(per_head), proj.out_features, bias=proj.bias is not None)
-    new_proj.weight.copy_(proj.weight[:, per_head])
-    if proj.bias is not None:
-        new_proj.bias.copy_(proj.bias)
-    attn.qkv, attn.proj, attn.heads = (
-        new_qkv.to(qkv.weight),
-        new_proj.to(proj.weight),
-        len(keep),
-    )
+    heads = torch.tensor(keep)
+    per_head = (heads[:, None] * d + torch.arange(d)).flatten()  # one head's d rows
+    rows = torch.cat([per_head + part * h * d for part in range(3)])  # in Q, K and V
+    attn.qkv = keep_outputs(attn.qkv, rows)
+    attn.proj = keep_inputs(attn.proj, heads, spatial=d)  # input c·d + s is head c's
+    attn.heads = len(keep)
     return attn
 
 
