@@ -2,6 +2,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch import nn
 
 from lwt import measure, models, pruning, quantization, recipes, zoo
 
@@ -229,4 +230,78 @@ def test_every_method_module_declares_the_protocol_the_zoo_uses():
              if isinstance(m, recipes.CodedMethod)}  # fmt: skip
     deployed = {k for k, m in recipes.METHODS.items()
                 if isinstance(m, recipes.DeployedMethod)}  # fmt: skip
-    assert coded == {"deepc"} and deployed == {"combined"}
+    assert coded == {"deepc", "weightonly"} and deployed == {"combined"}
+
+
+@pytest.fixture(scope="module")
+def untrained_cct():
+    from lwt import models
+
+    torch.manual_seed(0)
+    return models.create_model("cct4").eval()
+
+
+def _quick(name, **changes):
+    return dataclasses.replace(recipes.config(name), calibration=64, **changes)
+
+
+def test_run_weightonly_ships_the_packed_file_it_returns(untrained_cct):
+    import copy
+
+    from lwt.oneshot import GroupQuantized
+    from lwt.recipes import weightonly
+
+    try:
+        result = weightonly.run(_quick("cct-cifar-w4"), copy.deepcopy(untrained_cct))
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not available")
+    model = result.model
+    assert sum(isinstance(m, GroupQuantized) for m in model.modules()) == 19
+    blob = weightonly.to_bytes(model)
+    assert len(blob) == result.schedule[0]["bytes"]
+    decoded = recipes.build("cct-cifar-w4")
+    decoded.load_state_dict(weightonly.from_bytes(blob))
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(decoded.eval()(x), model(x), atol=1e-5)
+
+
+def test_run_nmsparse_keeps_two_of_four_through_fine_tuning(untrained_cct):
+    import copy
+
+    from lwt.recipes import nmsparse
+
+    cfg = _quick("cct-cifar-2of4", method="wanda", batch_size=64)
+    try:
+        result = nmsparse.run(cfg, copy.deepcopy(untrained_cct), epochs_scale=0.1,
+                              subset=128)  # fmt: skip
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not available")
+    assert result.epochs == 1
+    layers = {n: m for n, m in result.model.named_modules() if isinstance(m, nn.Linear)}
+    for name, layer in layers.items():
+        groups = (layer.weight != 0).reshape(layer.weight.shape[0], -1, 4).sum(-1)
+        if name.startswith("blocks."):
+            assert (groups <= 2).all(), name
+        else:
+            assert (groups == 4).all(), name
+    model = recipes.build("cct-cifar-2of4")
+    model.load_state_dict(result.model.state_dict())  # plain tensors, no masks left
+
+
+def test_run_heads_removes_half_the_heads_and_rebuilds_from_arch(untrained_cct):
+    import copy
+
+    from lwt.recipes import heads
+
+    cfg = _quick("cct-cifar-heads", batch_size=64)
+    try:
+        result = heads.run(cfg, copy.deepcopy(untrained_cct), epochs_scale=0.1,
+                           subset=128)  # fmt: skip
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not available")
+    keep = result.arch["keep"]
+    assert sum(len(k) for k in keep.values()) == 8 and all(keep.values())
+    rebuilt = recipes.build("cct-cifar-heads", result.arch)
+    rebuilt.load_state_dict(result.model.state_dict())
+    assert [b.attn.heads for b in rebuilt.blocks] == [len(k) for k in keep.values()]

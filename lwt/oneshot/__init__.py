@@ -13,6 +13,11 @@ of the LLM era, which need no retraining.
   weights for W8A8, folded into the LayerNorm before.
 - ``sparse``: magnitude, Wanda (Sun et al. 2024) and SparseGPT (Frantar & Alistarh
   2023), unstructured or N:M (2:4).
+- ``quantized``: ``GroupQuantized`` layers (integer codes, dequantized in the forward).
+- ``packed``: their file, whose bytes are the real size (``save_packed``,
+  ``load_packed``, ``packed_state_dict``).
+- ``model``: the methods applied to a whole model layer by layer, in GPTQ's sequential
+  order (``quantize_weights``, ``prune_oneshot``), returning a copy.
 
 Each file depends only on torch and this folder: copy the folder.
 """
@@ -29,11 +34,21 @@ from .groupwise import (
     rtn,
     unpack_codes,
 )
+from .model import prune_oneshot, quantize_weights, weight_layers
+from .packed import load_packed, packed_state_dict, save_packed, to_packed
+from .quantized import GroupQuantized
 from .smooth import fold_smoothing, smooth_scales
 from .sparse import row_mask, sparsegpt, wanda_scores
 
 __all__ = [
+    "GroupQuantized",
     "InputStats",
+    "load_packed",
+    "packed_state_dict",
+    "prune_oneshot",
+    "quantize_weights",
+    "save_packed",
+    "weight_layers",
     "awq_quantize",
     "awq_scales",
     "fold_smoothing",
@@ -50,6 +65,7 @@ __all__ = [
     "rtn",
     "smooth_scales",
     "sparsegpt",
+    "to_packed",
     "unpack_codes",
     "wanda_scores",
 ]

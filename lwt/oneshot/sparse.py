@@ -23,7 +23,10 @@ from torch import Tensor
 from .calibration import prepare
 
 
-def _check(amount: float | None, n: int | None, m: int | None, cols: int) -> None:
+def check_sparsity(
+    amount: float | None, n: int | None, m: int | None, cols: int
+) -> None:
+    """``amount`` in [0, 1) or integers ``0 < n < m`` with ``m`` dividing ``cols``."""
     if (n is None) != (m is None):
         raise ValueError("pass n and m together (n:m sparsity), or neither")
     if n is not None:
@@ -46,7 +49,7 @@ def row_mask(
     ``round(amount · cols)`` lowest (ties: lower index dropped first), or keep the ``n``
     highest of every ``m`` consecutive entries."""
     rows, cols = scores.shape
-    _check(amount, n, m, cols)
+    check_sparsity(amount, n, m, cols)
     if n is not None:
         groups = scores.reshape(rows, cols // m, m)
         top = groups.topk(n, dim=-1).indices
@@ -87,7 +90,7 @@ def sparsegpt(
     ``(w_j − 0) / [H⁻¹]_jj`` is spread over the columns to its right.
     """
     rows, cols = weight.shape
-    _check(amount, n, m, cols)
+    check_sparsity(amount, n, m, cols)
     if hessian.shape != (cols, cols):
         raise ValueError(
             f"hessian must be ({cols}, {cols}), got {tuple(hessian.shape)}"

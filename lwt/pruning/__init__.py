@@ -18,7 +18,13 @@ recognised by their layers, not by torchvision's types.
 from . import coupling, depth, heads, neurons, sparse, structured, surgery, unstructured
 from .coupling import ChannelPath, CouplingError, channel_path
 from .depth import drop_blocks, removable_blocks
-from .heads import attention_modules, head_importance, prune_heads, remove_heads
+from .heads import (
+    attention_modules,
+    head_importance,
+    heads_to_keep,
+    prune_heads,
+    remove_heads,
+)
 from .neurons import (
     ActivationStats,
     activation_stats,
@@ -59,6 +65,7 @@ from .unstructured import (
 __all__ = [
     "attention_modules",
     "head_importance",
+    "heads_to_keep",
     "prune_heads",
     "remove_heads",
     "ActivationStats",

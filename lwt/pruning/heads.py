@@ -11,6 +11,8 @@ gate ``ξ_h = 1`` multiplying the head's output,
     I_h = E_x | ∂L(x) / ∂ξ_h |,
 
 the expected sensitivity of the loss to masking the head, over calibration batches.
+Michel et al. normalise each layer's importances by their L2 norm and then remove the
+globally least important heads (``heads_to_keep``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,34 @@ def head_importance(
             h.remove()
         model.train(was_training)
     return scores
+
+
+def heads_to_keep(
+    scores: Mapping[str, Tensor], amount: float, *, normalize: bool = True
+) -> dict[str, list[int]]:
+    """The heads to keep when a fraction ``amount`` of all heads is removed: the
+    lowest importances across layers (each layer's scores divided by their L2 norm
+    when ``normalize``), at least one head kept in every layer; ties: lower layer and
+    head index removed first. Nothing changes; pass the result to :func:`prune_heads`.
+    """
+    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
+        raise TypeError(f"amount must be a fraction in [0, 1), got {amount!r}")
+    total = sum(len(s) for s in scores.values())
+    if not 0 <= amount < 1 or total == 0:
+        raise ValueError(f"amount must be a fraction in [0, 1), got {amount}")
+    norm = {p: s / s.norm().clamp(min=1e-12) if normalize else s
+            for p, s in scores.items()}  # fmt: skip
+    order = sorted((float(v), i, h, p) for i, (p, s) in enumerate(norm.items())
+                   for h, v in enumerate(s.tolist()))  # fmt: skip
+    keep = {p: set(range(len(s))) for p, s in scores.items()}
+    k = round(amount * total)
+    for _, _, h, p in order:
+        if k == 0:
+            break
+        if len(keep[p]) > 1:
+            keep[p].discard(h)
+            k -= 1
+    return {p: sorted(v) for p, v in keep.items()}
 
 
 @torch.no_grad()

@@ -159,3 +159,55 @@ def fresh_run(build: Callable) -> Callable[..., Result]:
         )
 
     return run
+
+
+def calibration_batches(
+    model_name: str, images: int, seed: int, batch_size: int = 128
+) -> list[tuple]:
+    """``images`` training images of ``model_name``'s dataset as ``(x, y)`` batches,
+    a seeded subset without augmentation: the calibration data of one-shot methods
+    (GPTQ, AWQ, Wanda, SparseGPT, head importance)."""
+    loader, _ = data.get_loaders(models.dataset_of(model_name), batch_size,
+                                 subset=images, seed=seed, augment=False)  # fmt: skip
+    return list(loader)
+
+
+@dataclass(frozen=True)
+class TransformerFinetune:
+    """The settings every compress-then-fine-tune recipe of a shipped transformer
+    shares (``nmsparse``, ``heads``): the base, calibration images, and a short AdamW
+    fine-tune (cosine from ``lr`` to 0, label smoothing, bf16 where the CPU has AMX).
+    A method's ``Config`` subclasses it and adds its own settings, all defaulted."""
+
+    base: str  # the shipped model (e.g. cct-cifar)
+    model: str  # its lwt.models architecture
+    calibration: int = 512  # training images, no augmentation
+    epochs: int = 10
+    lr: float = 2e-4
+    weight_decay: float = 0.05
+    batch_size: int = 128
+    precision: str = "auto"  # "auto": bf16 autocast on CUDA or an AMX-BF16 CPU
+    seed: int = 0
+
+
+def adamw_finetune(
+    model: nn.Module,
+    config: TransformerFinetune,
+    precision: str,
+    *,
+    epochs_scale: float,
+    subset: int | None,
+    quiet: bool,
+) -> tuple[int, dict]:
+    """Fine-tune a compressed transformer by ``config`` on its seeded training data;
+    returns the epochs run and the schedule row for the manifest."""
+    loader = seeded_loader(config.model, config.seed, subset, config.batch_size)
+    epochs = scaled(config.epochs, epochs_scale)
+    opt, sched = train.adamw_cosine(model, epochs * len(loader), lr=config.lr,
+                                    weight_decay=config.weight_decay,
+                                    warmup=0)  # fmt: skip
+    loss = nn.CrossEntropyLoss(label_smoothing=0.1)
+    train.train(model, loader, epochs, opt, sched, loss, quiet=quiet,
+                precision=precision)  # fmt: skip
+    return epochs, {"epochs": epochs, "lr": config.lr, "optimizer": "AdamW, cosine",
+                    "precision": precision}  # fmt: skip

@@ -55,3 +55,24 @@ def test_a_head_that_cannot_change_the_output_has_zero_importance():
     assert set(scores) == {f"blocks.{i}.attn" for i in range(4)}
     assert scores["blocks.0.attn"][0] == 0 and (scores["blocks.0.attn"][1:] > 0).all()
     assert not model.training and attn.proj.weight.grad is None
+
+
+def test_heads_to_keep_removes_the_globally_least_important_and_keeps_one_per_layer():
+    from lwt.pruning import heads_to_keep
+
+    scores = {
+        "a": torch.tensor([3.0, 4.0, 0.0, 0.0]),  # norm 5: 0.6, 0.8, 0, 0
+        "b": torch.tensor([1.0, 0.0, 0.0, 0.0]),  # norm 1: 1, 0, 0, 0
+    }
+    assert heads_to_keep(scores, 0.25) == {"a": [0, 1], "b": [0, 1, 2, 3]}
+    assert heads_to_keep(scores, 0.5) == {"a": [0, 1], "b": [0, 3]}
+    # never the last head of a layer, even when its importance is lowest
+    assert heads_to_keep({"a": torch.zeros(2), "b": torch.ones(2)}, 0.75) == {
+        "a": [1],
+        "b": [1],
+    }
+    # without normalisation, raw scores rank across layers
+    assert heads_to_keep(scores, 0.625, normalize=False) == {"a": [0, 1], "b": [0]}
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="amount"):
+            heads_to_keep(scores, bad)

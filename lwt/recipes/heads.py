@@ -1,0 +1,59 @@
+"""Attention-head pruning of a shipped transformer, then fine-tuning (Michel et al.
+2019): head importances from calibration batches, the globally least important
+fraction ``amount`` of all heads removed for real (at least one kept per layer), and
+a short AdamW fine-tune of the smaller model.
+
+The kept heads per layer are recorded in the manifest (``arch``) so that loading
+rebuilds the smaller shapes without ranking anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from .. import models, pruning
+from . import transformer
+from ._common import Result, TransformerFinetune, adamw_finetune, calibration_batches
+
+
+@dataclass(frozen=True)
+class Config(TransformerFinetune):
+    """Settings of head pruning + fine-tuning of a shipped transformer."""
+
+    METHOD: ClassVar[str] = "heads"
+    amount: float = 0.5  # fraction of all heads removed
+
+
+METHOD = Config.METHOD
+
+
+def build(config: Config, arch: dict) -> nn.Module:
+    """The base's architecture with only ``arch["keep"]``'s heads."""
+    model = models.create_model(config.model)
+    keep = arch.get("keep")
+    return pruning.prune_heads(model, keep) if keep else model
+
+
+def run(
+    config: Config,
+    base: nn.Module,
+    *,
+    epochs_scale: float = 1.0,
+    subset: int | None = None,
+    quiet: bool = True,
+) -> Result:
+    """Score the heads, remove the least important, fine-tune."""
+    batches = calibration_batches(config.model, config.calibration, config.seed)
+    model = base.cpu().eval()
+    scores = pruning.head_importance(model, batches)
+    keep = pruning.heads_to_keep(scores, config.amount)
+    pruning.prune_heads(model, keep)
+    epochs, row = adamw_finetune(model, config, transformer.precision_of(config),
+                                 epochs_scale=epochs_scale, subset=subset,
+                                 quiet=quiet)  # fmt: skip
+    importance = {p: [round(float(v), 6) for v in s] for p, s in scores.items()}
+    schedule = [{"importance": importance, "removed": config.amount}, row]
+    return Result(model.cpu().eval(), epochs, arch={"keep": keep}, schedule=schedule)
