@@ -16,6 +16,8 @@ of the LLM era, which need no retraining.
 - ``quantized``: ``GroupQuantized`` layers (integer codes, dequantized in the forward).
 - ``packed``: their file, whose bytes are the real size (``save_packed``,
   ``load_packed``, ``packed_state_dict``).
+- ``w8a8``: simulated W8A8 linear layers (int8 weights per row, int8 activations per
+  tensor from calibration): ``fake_w8a8``, what SmoothQuant prepares a model for.
 - ``model``: the methods applied to a whole model layer by layer, in GPTQ's sequential
   order (``quantize_weights``, ``prune_oneshot``), returning a copy.
 
@@ -39,10 +41,12 @@ from .packed import load_packed, packed_state_dict, save_packed, to_packed
 from .quantized import GroupQuantized
 from .smooth import fold_smoothing, smooth_scales
 from .sparse import row_mask, sparsegpt, wanda_scores
+from .w8a8 import W8A8Linear, fake_w8a8
 
 __all__ = [
     "GroupQuantized",
     "InputStats",
+    "W8A8Linear",
     "load_packed",
     "packed_state_dict",
     "prune_oneshot",
@@ -53,6 +57,7 @@ __all__ = [
     "awq_scales",
     "fold_smoothing",
     "dequantize_groups",
+    "fake_w8a8",
     "gptq_quantize",
     "group_params",
     "input_stats",

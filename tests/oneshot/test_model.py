@@ -167,3 +167,31 @@ def test_bad_arguments_are_refused_with_the_model_untouched():
     with pytest.raises(ValueError, match="conv"):
         model.prune_oneshot(m, method="magnitude", amount=0.5, layers=["conv"])
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in before.items())
+
+
+def test_w8a8_rounds_weights_per_row_and_inputs_per_tensor_and_smoothing_helps():
+    from lwt.oneshot import fake_w8a8, fold_smoothing, input_stats, smooth_scales
+
+    torch.manual_seed(0)
+    norm, lin = nn.LayerNorm(32), nn.Linear(32, 16)
+    with torch.no_grad():
+        norm.weight[:2] = 30.0  # two outlier channels after the norm
+    m = nn.Sequential(norm, lin).eval()
+    xs = [torch.randn(64, 32) for _ in range(4)]
+    q = fake_w8a8(m, xs)
+    w = m[1].weight.detach()
+    step = w.abs().amax(1, keepdim=True) / 127
+    assert ((q[1].weight - w).abs() <= step / 2 + 1e-7).all()
+    with torch.no_grad():
+        amax = max(float(m[0](x).abs().max()) for x in xs)
+    assert float(q[1].act_scale) == pytest.approx(amax / 127, rel=1e-6)
+    smoothed = copy.deepcopy(m)
+    s = smooth_scales(input_stats(m, xs)["1"].amax, [w], alpha=0.5)
+    fold_smoothing(smoothed[0], [smoothed[1]], s)
+    errors = {
+        "per tensor": output_error(m, q, xs),
+        "smoothed": output_error(m, fake_w8a8(smoothed, xs), xs),
+        "per channel": output_error(m, fake_w8a8(m, xs, per_channel_act=True), xs),
+    }
+    assert errors["smoothed"] < errors["per tensor"] / 4
+    assert errors["per channel"] < errors["per tensor"]
