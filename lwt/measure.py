@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import stats
@@ -77,10 +78,26 @@ def _check_shape(input_shape: tuple[int, ...]) -> None:
 
 
 @torch.no_grad()
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
+    """``QKᵀ`` and ``AV``: ``4·b·h·s_q·s_k·d`` FLOPs (torch's own SDPA formula)."""
+    return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+# torch counts 0 FLOPs for scaled_dot_product_attention on the CPU: the CPU kernel it
+# dispatches to has no formula (https://github.com/pytorch/pytorch/issues/195460).
+_CPU_SDPA = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+_EXTRA_FORMULAS = (
+    {_CPU_SDPA: _sdpa_flops}
+    if _CPU_SDPA is not None and _CPU_SDPA not in flop_counter.flop_registry
+    else {}
+)
+
+
 def flop_counts(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """FLOPs of one image, per module path (``""`` is the whole model).
 
-    FLOPs count a multiply-add as 2, as ``torch.utils.flop_counter`` does.
+    FLOPs count a multiply-add as 2, as ``torch.utils.flop_counter`` does; attention
+    (``F.scaled_dot_product_attention``) is counted on the CPU too.
     """
     _check_shape(input_shape)
     tensors = itertools.chain(model.parameters(), model.buffers())
@@ -88,7 +105,7 @@ def flop_counts(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int
     was_training = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=_EXTRA_FORMULAS) as counter:
             model(torch.zeros(1, *input_shape, device=device))
     finally:
         model.train(was_training)  # the caller's mode, even when the forward fails

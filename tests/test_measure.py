@@ -233,3 +233,23 @@ def test_counts_see_the_weights_a_shared_layer_computes_not_its_codebook():
     assert measure.count_nonzero(model) == 172
     rows = measure.layer_table(model, (16,))
     assert [r["params"] for r in rows] == [136, 36]
+
+
+def test_attention_is_counted_on_the_cpu():
+    """torch's FlopCounterMode counts 0 for CPU SDPA (pytorch/pytorch#195460)."""
+    from lwt import models
+    from lwt.models import cct
+
+    class Attend(torch.nn.Module):
+        def forward(self, x):  # x (1, 3, 32, 32) -> q = k = v (1, 4, 64, 24)
+            q = x.reshape(1, 4, 64, 12).repeat(1, 1, 1, 2)
+            return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    assert measure.count_macs(Attend(), (3, 32, 32)) == 2 * 4 * 64 * 64 * 24
+    model = models.create_model("cct4")
+    linear_and_conv = sum(r["macs"] for r in measure.layer_table(model, (3, 32, 32)))
+    attention = 4 * 2 * 4 * 64**2 * 32  # 4 blocks, QKᵀ and AV of 4 heads
+    pooling = 64 * 128  # sequence pooling's weighted mean of 64 tokens of width 128
+    total = linear_and_conv + attention + pooling
+    assert measure.count_macs(model, (3, 32, 32)) == total
+    assert 2 * 4 * 64**2 * 32 == cct.attention_macs(64, 128, 4, 32) - 64 * 128 * 4 * 128
