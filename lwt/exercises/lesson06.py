@@ -1,5 +1,5 @@
-"""Checks of notebook 06 (weight sharing and coding): 1-D k-means and Huffman code
-lengths.
+"""Checks of notebook 06 (weight sharing and coding): 1-D k-means, Huffman code
+lengths and relative sparse indices.
 
 Rules the checks enforce (and the notebook states):
 
@@ -10,17 +10,22 @@ Rules the checks enforce (and the notebook states):
   returns the centroids sorted with labels shaped like the values;
 - Huffman lengths: a symbol that never occurs gets length 0, a lone symbol length 1, and
   the code is a prefix code (Kraft sum ≤ 1) exactly as short as Huffman's. Ties may be
-  broken any way: only the total length is compared.
+  broken any way: only the total length is compared;
+- relative indices (Han et al. 2016, Fig. 2): for each nonzero of the flat mask, in
+  order, the number of zeros skipped since the previous one; a run of ``2^b − 1`` or
+  more zeros first emits filler symbols ``2^b − 1``, each skipping ``2^b − 1`` zeros;
+  zeros after the last nonzero emit nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from ..sharing import fileformat, hashing, huffman, kmeans
+from ..sharing import fileformat, hashing, huffman, kmeans, sparse_index
 from ._check import Guard, attempt, fail, short, verdict
 
 
@@ -270,7 +275,54 @@ def check_hashed(fn: Callable, factor: int, sizes: Sequence[tuple[int, int]]) ->
     return verdict(body)
 
 
+def _index_cases() -> list[tuple[str, np.ndarray, int, str]]:
+    rng = np.random.default_rng(6)
+    by_hand = np.zeros(20, dtype=bool)
+    by_hand[[1, 4, 13, 14]] = True  # runs 1, 2, 8, 0 -> 1, 2, filler, 1, 0
+    exact = np.zeros(4, dtype=bool)
+    exact[3] = True
+    return [
+        ("worked by hand: 3 bits, runs 1, 2, 8, 0", by_hand, 3,
+         "a run of 8 zeros at 3 bits: one filler (7 zeros), then 1"),
+        ("a run of exactly 2^b − 1 = 3 zeros (2 bits)", exact, 2,
+         "2^b − 1 is the filler: a run of exactly 3 needs a filler, then 0"),
+        ("1 bit: every zero is a filler", np.array([0, 0, 1, 0, 1], dtype=bool), 1,
+         "with b = 1 the filler is 1"),
+        ("trailing zeros", np.array([1, 0, 0, 0, 0, 0, 0, 0, 0], dtype=bool), 2,
+         "zeros after the last weight cost nothing: the shape is stored"),
+        ("no weights at all", np.zeros(7, dtype=bool), 3,
+         "an empty mask has no entries"),
+        ("random 2-D mask, 10 % kept, 4 bits", rng.random((20, 15)) < 0.1, 4,
+         "flatten the mask in row-major order"),
+        ("random, 30 % kept, 2 bits", rng.random(200) < 0.3, 2, "runs and fillers"),
+    ]  # fmt: skip
+
+
+def check_relative_indices(fn: Callable) -> bool:
+    """Compare ``fn(mask, bits)`` (symbols, a list or array of ints) with
+    ``lwt.sharing.sparse_index.relative_indices``."""
+
+    def body() -> str:
+        cases = _index_cases()
+        for name, mask, bits, cause in cases:
+            got = attempt(
+                "my_relative_indices", Guard(["sharing"]), fn, mask.copy(), bits
+            )
+            want = sparse_index.relative_indices(mask, bits).tolist()
+            try:
+                got = [int(v) for v in np.asarray(got).ravel()]
+            except (TypeError, ValueError):
+                fail("return the symbols as a list of ints", case=name, got=type(got))
+            if got != want:
+                fail("the symbols differ", case=name, expected=short(want, 12),
+                     got=short(got, 12), hint=cause)  # fmt: skip
+        return f"your relative indices match lwt.sharing's in {len(cases)} cases"
+
+    return verdict(body)
+
+
 __all__ = [
+    "check_relative_indices",
     "check_kmeans",
     "check_code_lengths",
     "check_shared_bits",
