@@ -1,4 +1,5 @@
-"""Check of notebook 03 (low rank): splitting a ``Linear`` layer by truncated SVD.
+"""Checks of notebook 03 (low rank): splitting a ``Linear`` layer by truncated SVD, and
+layer-wise factorization with fine-tuning of the layers above.
 
 Rules the check enforces (and the notebook states):
 ``first = Linear(in, r, bias=False)``
@@ -6,6 +7,13 @@ with weight ``√Σ_r V_rᵀ``, ``second = Linear(r, out)`` with weight ``U_r �
 original bias (none if the layer has none); the layer itself is left untouched. Singular
 vectors may differ in sign, so the factors are compared through their row norms (√σ)
 and the product.
+
+``my_layerwise(model, ranks, batches, steps, lr)`` (Denton et al. 2014's procedure):
+keep a frozen copy of the original; in forward order, replace each layer of ``ranks``
+by its SVD split (whose factors then stay fixed) and train the parameters of the layers
+that run **after** it with Adam at ``lr`` for ``steps`` steps, the batches cycled in
+order, on the MSE between the model's output and the original's, everything in eval
+mode. Return the model (changed in place).
 """
 
 from __future__ import annotations
@@ -117,4 +125,106 @@ def check_split(fn: Callable) -> bool:
     return verdict(body)
 
 
-__all__ = ["check_split"]
+def _mlp(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(20, 32),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(32, 24),
+        nn.ReLU(),
+        nn.Linear(24, 6),
+    )
+
+
+def _product(layer: nn.Module) -> torch.Tensor:
+    first, second = layer
+    return (second.weight @ first.weight).detach()
+
+
+def check_layerwise(fn: Callable) -> bool:
+    """Compare ``fn(model, ranks, batches, steps, lr)`` with
+    ``lwt.lowrank.layerwise_factorize(..., method="svd")`` on copies of small MLPs
+    (with dropout): the split layers, their factors, the untouched layers and the
+    outputs."""
+
+    def body() -> str:
+        cases = [
+            ({"0": 6, "3": 4}, 15, 1e-2),
+            ({"3": 3}, 10, 1e-2),
+            ({"0": 4, "3": 4, "5": 2}, 8, 5e-3),
+        ]
+        for seed, (ranks, steps, lr) in enumerate(cases):
+            name = f"ranks {ranks}, {steps} steps"
+            gen = torch.Generator().manual_seed(seed)
+            batches = [torch.randn(16, 20, generator=gen) for _ in range(3)]
+            model, ref = _mlp(seed), _mlp(seed)
+            first = min(int(k) for k in ranks)
+            before = {
+                k: v.clone()
+                for k, v in model.state_dict().items()
+                if int(k.split(".")[0]) < first
+            }
+            got = attempt(
+                "my_layerwise",
+                Guard(["lowrank.py"]),
+                fn,
+                model,
+                dict(ranks),
+                list(batches),
+                steps,
+                lr,
+            )
+            want = lowrank.layerwise_factorize(
+                ref, ranks, batches, steps=steps, lr=lr, method="svd"
+            )
+            if not isinstance(got, nn.Module):
+                fail("return the model", case=name, got=type(got).__name__)
+            tune = (
+                "split in forward order; the fine-tuning before this split differs: "
+                "eval mode, Adam over the "
+                "parameters of the layers after the split one only, MSE to the "
+                "original model's outputs, the batches cycled in order"
+            )
+            for layer in sorted(ranks, key=int):
+                split = got.get_submodule(layer)
+                if not (isinstance(split, nn.Sequential) and len(split) == 2):
+                    fail(
+                        f"layer {layer} was not replaced by its SVD split",
+                        case=name,
+                        hint="use your my_svd_split: nn.Sequential(first, second)",
+                    )
+                same = torch.allclose(
+                    _product(split), _product(want.get_submodule(layer)), atol=1e-4
+                )
+                if not same:
+                    earliest = int(layer) == first
+                    fail(
+                        f"layer {layer}'s factors differ",
+                        case=name,
+                        hint="never train a split layer: its factors stay fixed"
+                        if earliest
+                        else f"{tune}; and never train a split layer",
+                    )
+            for k, v in before.items():
+                if not torch.equal(v, got.state_dict()[k]):
+                    fail(
+                        f"{k} changed",
+                        case=name,
+                        hint="layers before the first split one are never trained",
+                    )
+            x = torch.randn(8, 20, generator=gen)
+            with torch.no_grad():
+                diff = (got.eval()(x) - want.eval()(x)).abs().max().item()
+            if diff > 1e-4:
+                fail(
+                    f"outputs differ from lwt's (max difference {diff:.3g})",
+                    case=name,
+                    hint=f"{tune}; `steps` steps after each split",
+                )
+        return f"your layer-wise factorization matches lwt's in {len(cases)} cases"
+
+    return verdict(body)
+
+
+__all__ = ["check_layerwise", "check_split"]
