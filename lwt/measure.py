@@ -77,7 +77,6 @@ def _check_shape(input_shape: tuple[int, ...]) -> None:
         )
 
 
-@torch.no_grad()
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
     """``QKᵀ`` and ``AV``: ``4·b·h·s_q·s_k·d`` FLOPs (torch's own SDPA formula)."""
     return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
@@ -93,6 +92,7 @@ _EXTRA_FORMULAS = (
 )
 
 
+@torch.no_grad()
 def flop_counts(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """FLOPs of one image, per module path (``""`` is the whole model).
 
