@@ -120,6 +120,14 @@ def my_layerwise_solution(model, ranks, batches, steps, lr, *, order=sorted,
     return model
 
 
+def _prune_rows(score, weight, amount):
+    """Zero the round(amount * in) lowest scores of each row (any score)."""
+    k = round(amount * weight.shape[1])
+    keep = torch.ones_like(weight, dtype=torch.bool)
+    keep.scatter_(1, score.argsort(dim=1, stable=True)[:, :k], False)
+    return weight * keep
+
+
 def test_the_solutions_pass(capsys):
     assert lesson03.check_layerwise(my_layerwise_solution)
     assert lesson05.check_train_step(train_step_solution)
@@ -176,8 +184,8 @@ WRONG = {
         "ranked across the layer": lambda w, x, a: my_wanda_prune_solution(
             w, x, a, per_row=False),
         "squared norms": lambda w, x, a: my_wanda_prune_solution(w, x, a, squared=True),
-        "norms over samples' rows": lambda w, x, a: w * sparse.row_mask(
-            w.abs() * x.norm(dim=1)[: w.shape[1]], amount=a),
+        "mean |x| (AWQ's statistic) for the norm": lambda w, x, a: _prune_rows(
+            w.abs() * x.abs().mean(0), w, a),
         "keeps the lowest": lambda w, x, a: w - my_wanda_prune_solution(w, x, a),
     },
     lesson05.check_train_step: {

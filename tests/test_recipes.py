@@ -248,8 +248,10 @@ def _quick(name, **changes):
 def test_run_weightonly_ships_the_packed_file_it_returns(untrained_cct):
     import copy
 
+    from lwt import oneshot
     from lwt.oneshot import GroupQuantized
     from lwt.recipes import weightonly
+    from lwt.recipes._common import calibration_batches
 
     try:
         result = weightonly.run(_quick("cct-cifar-w4"), copy.deepcopy(untrained_cct))
@@ -262,8 +264,13 @@ def test_run_weightonly_ships_the_packed_file_it_returns(untrained_cct):
     decoded = recipes.build("cct-cifar-w4")
     decoded.load_state_dict(weightonly.from_bytes(blob))
     x = torch.randn(4, 3, 32, 32)
+    batches = calibration_batches("cct4", 64, 0)
+    in_memory = oneshot.quantize_weights(untrained_cct, batches, bits=4, group_size=64,
+                                         method="gptq")  # fmt: skip
     with torch.no_grad():
         assert torch.allclose(decoded.eval()(x), model(x), atol=1e-5)
+        # the file is the quantized model, up to its fp16 biases and norms
+        assert (decoded(x) - in_memory(x)).abs().max() < 1e-3
 
 
 def test_run_nmsparse_keeps_two_of_four_through_fine_tuning(untrained_cct):
@@ -287,6 +294,18 @@ def test_run_nmsparse_keeps_two_of_four_through_fine_tuning(untrained_cct):
             assert (groups == 4).all(), name
     model = recipes.build("cct-cifar-2of4")
     model.load_state_dict(result.model.state_dict())  # plain tensors, no masks left
+
+
+def test_nmsparse_settings_are_checked_when_made():
+    from lwt.recipes import nmsparse
+
+    with pytest.raises(ValueError, match="amount"):
+        nmsparse.Config("cct-cifar", "cct4", amount=0.5)  # n:m still set
+    with pytest.raises(ValueError, match="method"):
+        nmsparse.Config("cct-cifar", "cct4", method="obs")
+    assert (
+        nmsparse.Config("cct-cifar", "cct4", amount=0.5, n=None, m=None).amount == 0.5
+    )
 
 
 def test_run_heads_removes_half_the_heads_and_rebuilds_from_arch(untrained_cct):

@@ -36,7 +36,13 @@ from .groupwise import (
     rtn,
     unpack_codes,
 )
-from .model import prune_oneshot, quantize_weights, weight_layers
+from .model import (
+    PRUNE_METHODS,
+    QUANT_METHODS,
+    prune_oneshot,
+    quantize_weights,
+    weight_layers,
+)
 from .packed import load_packed, packed_state_dict, save_packed, to_packed
 from .quantized import GroupQuantized
 from .smooth import fold_smoothing, smooth_scales
@@ -44,6 +50,8 @@ from .sparse import row_mask, sparsegpt, wanda_scores
 from .w8a8 import W8A8Linear, fake_w8a8
 
 __all__ = [
+    "PRUNE_METHODS",
+    "QUANT_METHODS",
     "GroupQuantized",
     "InputStats",
     "W8A8Linear",

@@ -17,12 +17,12 @@ import copy
 from collections.abc import Iterable, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from .awq import awq_quantize
 from .calibration import input_stats
 from .gptq import gptq_quantize
-from .groupwise import check_bits, check_group, rtn
+from .groupwise import check_bits, check_group, group_params, quantize_groups
 from .quantized import GroupQuantized
 from .sparse import check_sparsity, row_mask, sparsegpt, wanda_scores
 
@@ -31,9 +31,19 @@ PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
 
 
 def weight_layers(model: nn.Module) -> dict[str, nn.Linear | nn.Conv2d]:
-    """Every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` by path, in module order."""
+    """Every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` that computes through its own
+    forward, by path, in module order (``nn.MultiheadAttention`` reads its
+    ``out_proj`` weight directly, so that layer is left out)."""
+    inside_mha = {
+        f"{n}.{c}" if n else c
+        for n, m in model.named_modules()
+        if isinstance(m, nn.MultiheadAttention)
+        for c, _ in m.named_children()
+    }
     return {
-        n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+        n: m
+        for n, m in model.named_modules()
+        if n and n not in inside_mha and isinstance(m, (nn.Linear, nn.Conv2d))
     }
 
 
@@ -44,10 +54,27 @@ def _chosen(model: nn.Module, layers: Sequence[str] | None, kinds: tuple) -> lis
     if bad:
         allowed = ", ".join(k.__name__ for k in kinds)
         raise ValueError(
-            f"layers {bad} are not {allowed} layers of the model; "
-            f"choose from {list(found)}"
+            f"layers {bad} are not {allowed} layers of the model (each "
+            f"called through its forward); choose from {list(found)}"
         )
+    if len(set(names)) != len(names):
+        raise ValueError(f"layers names a layer twice: {names}")
+    if not names:
+        raise ValueError("no layers to compress: pass layers, or a model with some")
     return names
+
+
+def _check_damp(damp: float) -> None:
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 < damp < 1:
+        raise ValueError(f"damp must be a number in (0, 1), got {damp!r}")
+
+
+def _stats(model: nn.Module, batches: list, name: str):  # noqa: ANN202 - InputStats
+    stats = input_stats(model, batches, [name])[name]
+    if stats.n == 0:
+        raise ValueError(f"layer {name!r} was never called by the model's forward: "
+                         "its calibration statistics are empty")  # fmt: skip
+    return stats
 
 
 def _needs_batches(method: str, batches: Iterable | None) -> list:
@@ -57,6 +84,18 @@ def _needs_batches(method: str, batches: Iterable | None) -> list:
     if not batches:
         raise ValueError("batches yielded nothing: pass calibration inputs")
     return batches
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def _rtn_codes(w: Tensor, bits: int, group_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """RTN codes against the scales as stored (fp16), so the file is what was chosen."""
+    scale, zero = group_params(w, bits, group_size)
+    scale = scale.half().float()
+    return quantize_groups(w, scale, zero, bits, group_size), scale, zero
 
 
 def quantize_weights(
@@ -70,7 +109,8 @@ def quantize_weights(
     damp: float = 0.01,
 ) -> nn.Module:
     """A copy of ``model`` with weight-only group-wise quantized layers
-    (:class:`~.packed.GroupQuantized`).
+    (:class:`~.quantized.GroupQuantized`). Computed on the CPU; the new layers are put
+    on each original layer's device.
 
     Args:
         batches: calibration inputs (or ``(input, label)`` pairs), iterated once per
@@ -80,24 +120,22 @@ def quantize_weights(
         method: ``"rtn"``, ``"gptq"`` or ``"awq"``.
         layers: paths of the Linear / Conv2d layers (default: every one whose inputs
             per output, ``in·kh·kw``, ``group_size`` divides).
+        damp: GPTQ's damping, a fraction of the mean Hessian diagonal, in (0, 1).
     """
     if method not in QUANT_METHODS:
         raise ValueError(f"method must be one of {QUANT_METHODS}, got {method!r}")
     check_bits(bits)
-    kinds = (nn.Linear, nn.Conv2d)
+    _check_damp(damp)
+    if (
+        isinstance(group_size, bool)
+        or not isinstance(group_size, int)
+        or group_size < 1
+    ):
+        raise ValueError(f"group_size must be a positive int, got {group_size!r}")
     if layers is None:
-        if (
-            isinstance(group_size, bool)
-            or not isinstance(group_size, int)
-            or group_size < 1
-        ):
-            raise ValueError(f"group_size must be a positive int, got {group_size!r}")
-        layers = [
-            n
-            for n, m in weight_layers(model).items()
-            if m.weight[0].numel() % group_size == 0
-        ]
-    names = _chosen(model, layers, kinds)
+        layers = [n for n, m in weight_layers(model).items()
+                  if m.weight[0].numel() % group_size == 0]  # fmt: skip
+    names = _chosen(model, layers, (nn.Linear, nn.Conv2d))
     for n in names:
         check_group(model.get_submodule(n).weight[0].numel(), group_size)
     if method != "rtn":
@@ -105,28 +143,22 @@ def quantize_weights(
     out = copy.deepcopy(model)
     for name in names:
         layer = out.get_submodule(name)
-        w = layer.weight.detach().reshape(layer.weight.shape[0], -1).float()
+        w = layer.weight.detach().reshape(layer.weight.shape[0], -1).float().cpu()
         s = None
         if method == "rtn" or isinstance(layer, nn.Conv2d):
-            _, codes, scale, zero = rtn(w, bits, group_size)
+            codes, scale, zero = _rtn_codes(w, bits, group_size)
+        elif method == "gptq":
+            stats = _stats(out, batches, name)
+            _, codes, scale, zero = gptq_quantize(w, stats.hessian, bits, group_size,
+                                                  damp=damp)  # fmt: skip
         else:
-            stats = input_stats(out, batches, [name])[name]
-            if method == "gptq":
-                _, codes, scale, zero = gptq_quantize(
-                    w, stats.hessian, bits, group_size, damp=damp
-                )
-            else:
-                _, s, _ = awq_quantize(w, stats.hessian, stats.amean, bits, group_size)
-                _, codes, scale, zero = rtn(w * s[None, :], bits, group_size)
-        parent, _, leaf = name.rpartition(".")
-        host = out.get_submodule(parent) if parent else out
-        setattr(
-            host,
-            leaf,
-            GroupQuantized(
-                layer, codes, scale, zero, bits=bits, group_size=group_size, in_scale=s
-            ),
-        )
+            stats = _stats(out, batches, name)
+            _, s, _ = awq_quantize(w, stats.hessian, stats.amean, bits, group_size)
+            s = s.half().float()  # as stored
+            codes, scale, zero = _rtn_codes(w * s[None, :], bits, group_size)
+        new = GroupQuantized(layer.cpu(), codes, scale, zero, bits=bits,
+                             group_size=group_size, in_scale=s)  # fmt: skip
+        _replace(out, name, new.to(model.get_submodule(name).weight.device))
     return out
 
 
@@ -146,9 +178,11 @@ def prune_oneshot(
     ``amount`` of every row's weights (unstructured) or ``n`` of every ``m`` kept
     (N:M, e.g. 2:4). ``method``: ``"magnitude"`` (no data), ``"wanda"`` or
     ``"sparsegpt"`` (``batches`` needed). ``layers``: Linear paths (default: all).
-    Pruned weights are exact zeros; the mask is ``weight != 0``."""
+    Pruned weights are exact zeros; the mask is ``weight != 0``. Computed on the
+    CPU, written back to each layer on its own device."""
     if method not in PRUNE_METHODS:
         raise ValueError(f"method must be one of {PRUNE_METHODS}, got {method!r}")
+    _check_damp(damp)
     names = _chosen(model, layers, (nn.Linear,))
     for name in names:
         check_sparsity(amount, n, m, model.get_submodule(name).in_features)
@@ -157,14 +191,14 @@ def prune_oneshot(
     out = copy.deepcopy(model)
     for name in names:
         layer = out.get_submodule(name)
-        w = layer.weight.detach().float()
+        w = layer.weight.detach().float().cpu()
         if method == "sparsegpt":
-            stats = input_stats(out, batches, [name])[name]
+            stats = _stats(out, batches, name)
             new = sparsegpt(w, stats.hessian, amount=amount, n=n, m=m, damp=damp)
         else:
             scores = w.abs()
             if method == "wanda":
-                scores = wanda_scores(w, input_stats(out, batches, [name])[name].norms)
+                scores = wanda_scores(w, _stats(out, batches, name).norms)
             new = w * row_mask(scores, amount=amount, n=n, m=m)
-        layer.weight.copy_(new.to(layer.weight.dtype))
+        layer.weight.copy_(new.to(layer.weight))
     return out

@@ -23,13 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .groupwise import (
-    check_bits,
-    check_group,
-    dequantize_groups,
-    pack_codes,
-    unpack_codes,
-)
+from .groupwise import dequantize_groups, pack_codes, unpack_codes
 from .quantized import GroupQuantized
 
 MAGIC, VERSION = b"LWTQ", 1
@@ -105,7 +99,7 @@ def _read_header(raw: bytes) -> tuple[list[dict], int]:
         raise ValueError(f"header length {n} exceeds the file ({len(raw)} bytes)")
     try:
         entries = json.loads(raw[9 : 9 + n])["entries"]
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
         raise ValueError(f"packed file header is not valid: {e}") from None
     return entries, 9 + n
 
@@ -124,39 +118,63 @@ def _span(e: dict, key: str, need: int, payload: int) -> None:
         )
 
 
+_MAX_DIM = 1 << 31
+
+
 def _validate(e: dict, payload: int) -> None:
-    shape = e.get("shape")
-    if not (
-        isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)
-    ):
-        raise ValueError(f"{e.get('name')}: bad shape {shape!r}")
+    name = e.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"packed file header: an entry's name must be a string, "
+                         f"got {name!r}")  # fmt: skip
+    shape, kind = e.get("shape"), e.get("kind")
+    low = 1 if kind in ("linear", "conv2d") else 0
+    if not (isinstance(shape, list) and len(shape) <= 8 and all(
+            type(d) is int and low <= d < _MAX_DIM for d in shape)):  # fmt: skip
+        raise ValueError(f"{name}: bad shape {shape!r} (ints in [{low}, 2^31))")
     n = math.prod(shape)
-    if e.get("kind") == "tensor":
+    if kind == "tensor":
         if e.get("dtype") not in _DTYPES:
-            raise ValueError(f"{e.get('name')}: unknown dtype {e.get('dtype')!r}")
+            raise ValueError(f"{name}: unknown dtype {e.get('dtype')!r}")
         _span(e, "data", n * _DTYPES[e["dtype"]].itemsize, payload)
         return
-    if e.get("kind") not in ("linear", "conv2d") or len(shape) not in (2, 4):
-        raise ValueError(f"{e.get('name')}: bad layer entry")
+    if kind not in ("linear", "conv2d") or len(shape) != (2 if kind == "linear" else 4):
+        raise ValueError(f"{name}: bad layer entry (kind {kind!r}, shape {shape})")
     bits, g = e.get("bits"), e.get("group_size")
-    check_bits(bits)
-    cols = n // max(shape[0], 1)
-    check_group(cols, g)
+    if type(bits) is not int or not 2 <= bits <= 8:
+        raise ValueError(f"{name}: bits must be an int in [2, 8], got {bits!r}")
+    cols = math.prod(shape[1:])
+    if type(g) is not int or g < 1 or cols % g:
+        raise ValueError(f"{name}: group_size {g!r} does not divide {cols} columns")
     groups = n // g
     _span(e, "codes", math.ceil(n * bits / 8), payload)
     _span(e, "scale", 2 * groups, payload)
     _span(e, "zero", math.ceil(groups * bits / 8), payload)
     if e.get("in_scale") is not None:
+        if kind != "linear":
+            raise ValueError(f"{name}: in_scale (AWQ) applies to linear layers only")
         _span(e, "in_scale", 2 * cols, payload)
 
 
 def _entries(raw: bytes) -> tuple[list[dict], int]:
-    """The header's entries, each checked against the payload's length."""
+    """The header's entries, each checked against the payload's length; names unique,
+    and no tensor entry inside a quantized layer but its bias."""
     entries, start = _read_header(raw)
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ValueError("packed file header is not valid: entries")
     for e in entries:
         _validate(e, len(raw) - start)
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError("packed file header names an entry twice")
+    layers = {e["name"] for e in entries if e["kind"] != "tensor"}
+    inside = [
+        n for n in names if n.rpartition(".")[0] in layers and not n.endswith(".bias")
+    ]
+    if inside:
+        raise ValueError(
+            f"packed file header: {inside[:3]} lie inside quantized layers "
+            "(only their bias is a tensor entry)"
+        )
     return entries, start
 
 
@@ -230,6 +248,11 @@ def load_packed(source: str | Path | bytes, model: nn.Module) -> nn.Module:
         cls = nn.Linear if e["kind"] == "linear" else nn.Conv2d
         if not isinstance(layer, cls) or tuple(layer.weight.shape) != shape:
             raise ValueError(f"{name}: the model has no {cls.__name__} of {shape}")
+    covered = {e["name"] for e in entries if e["kind"] == "tensor"} | {
+        f"{e['name']}.weight" for e in entries if e["kind"] != "tensor"}  # fmt: skip
+    if missing := [k for k in state if k not in covered]:
+        raise ValueError(f"the file does not hold {missing[:3]} "
+                         f"({len(missing)} tensors of the model in all)")  # fmt: skip
     out = copy.deepcopy(model)
     tensors = {}
     for e in entries:

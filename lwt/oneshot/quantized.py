@@ -53,8 +53,16 @@ class GroupQuantized(nn.Module):
             raise ValueError(
                 f"codes must be ({rows}, {cols}), got {tuple(codes.shape)}"
             )
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 2**bits):
+            raise ValueError(f"codes must lie in [0, {2**bits - 1}] for {bits} bits")
+        groups = (rows, cols // group_size)
+        for what, t in (("scale", scale), ("zero", zero)):
+            if tuple(t.shape) != groups:
+                raise ValueError(f"{what} must be {groups}, got {tuple(t.shape)}")
         if in_scale is not None and not isinstance(layer, nn.Linear):
             raise ValueError("in_scale (AWQ) applies to nn.Linear layers only")
+        if in_scale is not None and tuple(in_scale.shape) != (cols,):
+            raise ValueError(f"in_scale must be ({cols},), got {tuple(in_scale.shape)}")
         self.kind = "linear" if isinstance(layer, nn.Linear) else "conv2d"
         self.bits, self.group_size = bits, group_size
         self.shape = tuple(layer.weight.shape)

@@ -30,14 +30,18 @@ def check_sparsity(
     if (n is None) != (m is None):
         raise ValueError("pass n and m together (n:m sparsity), or neither")
     if n is not None:
-        if not (isinstance(n, int) and isinstance(m, int) and 0 < n < m):
-            raise ValueError(f"n:m needs integers 0 < n < m, got {n}:{m}")
+        if type(n) is not int or type(m) is not int or not 0 < n < m:
+            raise ValueError(f"n:m needs integers 0 < n < m, got {n!r}:{m!r}")
         if cols % m:
             raise ValueError(f"n:m sparsity needs the input width ({cols}) divisible "
                              f"by m = {m}")  # fmt: skip
         if amount is not None:
             raise ValueError("pass amount (unstructured) or n:m, not both")
-    elif amount is None or not 0 <= amount < 1:
+    elif (
+        isinstance(amount, bool)
+        or not isinstance(amount, (int, float))
+        or not 0 <= amount < 1
+    ):
         raise ValueError(f"amount must be a fraction in [0, 1), got {amount!r}")
 
 

@@ -81,15 +81,21 @@ def heads_to_keep(
     """
     if isinstance(amount, bool) or not isinstance(amount, (int, float)):
         raise TypeError(f"amount must be a fraction in [0, 1), got {amount!r}")
-    total = sum(len(s) for s in scores.values())
-    if not 0 <= amount < 1 or total == 0:
+    if not scores:
+        raise ValueError("scores is empty: pass head_importance's result")
+    if not 0 <= amount < 1:
         raise ValueError(f"amount must be a fraction in [0, 1), got {amount}")
+    total = sum(len(s) for s in scores.values())
+    k = round(amount * total)
+    if k > total - len(scores):
+        raise ValueError(f"amount {amount} removes {k} of {total} heads, but one head "
+                         f"per layer must stay: at most {total - len(scores)} can "
+                         "go")  # fmt: skip
     norm = {p: s / s.norm().clamp(min=1e-12) if normalize else s
             for p, s in scores.items()}  # fmt: skip
     order = sorted((float(v), i, h, p) for i, (p, s) in enumerate(norm.items())
                    for h, v in enumerate(s.tolist()))  # fmt: skip
     keep = {p: set(range(len(s))) for p, s in scores.items()}
-    k = round(amount * total)
     for _, _, h, p in order:
         if k == 0:
             break

@@ -31,6 +31,14 @@ class Config(TransformerFinetune):
     amount: float | None = None  # unstructured instead of n:m
     prefix: str = "blocks."  # the linear layers pruned: those under this path
 
+    def __post_init__(self) -> None:
+        if self.amount is not None and (self.n, self.m) != (None, None):
+            raise ValueError("pass amount (unstructured) with n=None, m=None, or n:m "
+                             "alone")  # fmt: skip
+        if self.method not in oneshot.PRUNE_METHODS:
+            raise ValueError(f"method must be one of {oneshot.PRUNE_METHODS}, "
+                             f"got {self.method!r}")  # fmt: skip
+
 
 METHOD = Config.METHOD
 

@@ -51,8 +51,12 @@ def test_rtn_layers_hold_the_codes_of_groupwise_rtn_and_the_model_is_a_copy():
         assert isinstance(ql, GroupQuantized)
         w = layer.weight.detach().reshape(layer.weight.shape[0], -1)
         _, codes, scale, zero = groupwise.rtn(w, 4, 8)
-        assert torch.equal(ql.codes.long(), codes)
-        want = groupwise.dequantize_groups(codes, scale.half().float(), zero, 8)
+        stored = scale.half().float()  # codes are chosen against the scale as stored
+        assert torch.equal(
+            ql.codes.long(), groupwise.quantize_groups(w, stored, zero, 4, 8)
+        )
+        assert (ql.codes.long() != codes).float().mean() < 0.01  # RTN up to fp16 ties
+        want = groupwise.dequantize_groups(ql.codes, stored, zero, 8)
         assert torch.equal(ql.dequantized(), want.reshape(layer.weight.shape))
     x = batches()[0]
     with torch.no_grad():
@@ -195,3 +199,129 @@ def test_w8a8_rounds_weights_per_row_and_inputs_per_tensor_and_smoothing_helps()
     }
     assert errors["smoothed"] < errors["per tensor"] / 4
     assert errors["per channel"] < errors["per tensor"]
+
+
+def test_layers_are_compressed_in_order_each_from_the_already_compressed_model():
+    """GPTQ's sequential order: layer 2's statistics come from the model whose layer 0
+    is already quantized (or pruned), not from the float model."""
+    from lwt.oneshot import calibration, gptq, sparse
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    xs = [torch.randn(32, 32) for _ in range(4)]
+    q = model.quantize_weights(m, xs, bits=3, group_size=16, method="gptq")
+    h0 = calibration.input_stats(m, xs, ["0"])["0"].hessian
+    assert torch.equal(q[0].codes.long(), gptq.gptq_quantize(m[0].weight, h0, 3, 16)[1])
+    part = model.quantize_weights(m, xs, bits=3, group_size=16, method="gptq",
+                                  layers=["0"])  # fmt: skip
+    h2 = calibration.input_stats(part, xs, ["2"])["2"].hessian
+    h2_float = calibration.input_stats(m, xs, ["2"])["2"].hessian
+    assert torch.equal(q[2].codes.long(), gptq.gptq_quantize(m[2].weight, h2, 3, 16)[1])
+    assert not torch.equal(
+        q[2].codes.long(), gptq.gptq_quantize(m[2].weight, h2_float, 3, 16)[1]
+    )
+    p = model.prune_oneshot(m, xs, method="sparsegpt", amount=0.5)
+    w0 = sparse.sparsegpt(m[0].weight, h0, amount=0.5)
+    first_pruned = copy.deepcopy(m)
+    with torch.no_grad():
+        first_pruned[0].weight.copy_(w0)
+    h2p = calibration.input_stats(first_pruned, xs, ["2"])["2"].hessian
+    assert torch.allclose(p[2].weight, sparse.sparsegpt(m[2].weight, h2p, amount=0.5))
+
+
+def test_a_layer_that_its_forward_never_calls_is_left_out_or_refused():
+    """nn.MultiheadAttention reads out_proj's weight directly: compressing it through
+    hooks would see no inputs (and zero the layer)."""
+
+    class WithMHA(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.fc = nn.Linear(16, 4)
+            self.unused = nn.Linear(16, 16)
+
+        def forward(self, x):
+            return self.fc(self.attn(x, x, x)[0])
+
+    torch.manual_seed(0)
+    m = WithMHA().eval()
+    xs = [torch.randn(4, 6, 16) for _ in range(2)]
+    assert "attn.out_proj" not in model.weight_layers(m)
+    with pytest.raises(ValueError, match="not Linear"):
+        model.prune_oneshot(m, xs, method="wanda", amount=0.5, layers=["attn.out_proj"])
+    with pytest.raises(ValueError, match="never called"):
+        model.prune_oneshot(m, xs, method="sparsegpt", amount=0.5, layers=["unused"])
+    p = model.prune_oneshot(m, xs, method="sparsegpt", amount=0.5, layers=["fc"])
+    assert (p.fc.weight != 0).float().mean() == 0.5
+
+
+def test_crafted_headers_are_refused_with_value_errors(tmp_path):
+    import json
+    import struct
+
+    m = small()
+    blob = packed.to_packed(model.quantize_weights(m, bits=4, group_size=8))
+    header_len = struct.unpack("<I", blob[5:9])[0]
+    header, payload = json.loads(blob[9 : 9 + header_len]), blob[9 + header_len :]
+
+    def with_entries(change):
+        h = copy.deepcopy(header)
+        change(h["entries"])
+        text = json.dumps(h).encode()
+        return blob[:5] + struct.pack("<I", len(text)) + text + payload
+
+    layer = next(i for i, e in enumerate(header["entries"]) if e["kind"] == "linear")
+    cases = {
+        "a huge zero-row layer": lambda es: es.__setitem__(
+            layer, {**es[layer], "shape": [0, 2**44]}),
+        "no name": lambda es: es[0].pop("name"),
+        "a list as name": lambda es: es[0].__setitem__("name", ["x"]),
+        "bool in a shape": lambda es: es[0].__setitem__("shape", [True, 2]),
+        "bits as text": lambda es: es[layer].__setitem__("bits", "4"),
+        "a huge tensor": lambda es: es[-1].__setitem__("shape", [2**40, 2**40]),
+        "twice the same entry": lambda es: es.append(es[0]),
+        "a weight tensor inside a quantized layer": lambda es: es.append(
+            {**es[-1], "name": es[layer]["name"] + ".weight"}),
+    }  # fmt: skip
+    for name, change in cases.items():  # anything but a ValueError fails the test
+        try:
+            packed.packed_state_dict(with_entries(change))
+        except ValueError:
+            continue
+        pytest.fail(f"{name}: accepted")
+    nested = blob[:5] + struct.pack("<I", 200_000) + b"[" * 200_000 + payload
+    with pytest.raises(ValueError):
+        packed.packed_state_dict(nested)
+    with pytest.raises(ValueError, match="does not hold"):  # a file that covers nothing
+        packed.load_packed(with_entries(lambda es: es.clear()), m)
+
+
+def test_more_bad_arguments_are_refused_before_any_work():
+    m = small()
+    cases = [
+        (model.quantize_weights, dict(bits=4, group_size=8, layers=[])),
+        (model.quantize_weights, dict(bits=4, group_size=8, layers=["fc1", "fc1"])),
+        (model.quantize_weights, dict(bits=4, group_size=8, layers=[""])),
+        (model.quantize_weights, dict(bits=4, group_size="8")),
+        (model.quantize_weights, dict(bits=4, group_size=8, method="gptq", damp=2.0)),
+        (model.prune_oneshot, dict(method="magnitude", n=True, m=2)),
+        (model.prune_oneshot, dict(method="magnitude", amount="0.5")),
+    ]
+    for fn, kwargs in cases:
+        with pytest.raises(ValueError):
+            fn(m, batches(), **kwargs)
+    codes = torch.full((16, 72), 300)
+    with pytest.raises(ValueError, match="codes"):
+        GroupQuantized(m.conv, codes, torch.ones(16, 9), torch.zeros(16, 9), bits=4,
+                       group_size=8)  # fmt: skip
+    with pytest.raises(ValueError, match="scale"):
+        GroupQuantized(m.conv, torch.zeros(16, 72), torch.ones(16, 8),
+                       torch.zeros(16, 9), bits=4, group_size=8)  # fmt: skip
+
+
+def test_the_default_fp16_file_loads_within_fp16_rounding_of_the_model(tmp_path):
+    m, xs = small(), batches()
+    q = model.quantize_weights(m, xs, bits=4, group_size=8, method="gptq")
+    loaded = packed.load_packed(packed.to_packed(q), m)  # half=True: biases in fp16
+    with torch.no_grad():
+        assert (loaded(xs[0]) - q(xs[0])).abs().max() < 1e-3

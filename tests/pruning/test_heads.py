@@ -67,10 +67,14 @@ def test_heads_to_keep_removes_the_globally_least_important_and_keeps_one_per_la
     assert heads_to_keep(scores, 0.25) == {"a": [0, 1], "b": [0, 1, 2, 3]}
     assert heads_to_keep(scores, 0.5) == {"a": [0, 1], "b": [0, 3]}
     # never the last head of a layer, even when its importance is lowest
-    assert heads_to_keep({"a": torch.zeros(2), "b": torch.ones(2)}, 0.75) == {
+    assert heads_to_keep({"a": torch.zeros(2), "b": torch.ones(2)}, 0.5) == {
         "a": [1],
         "b": [1],
     }
+    with pytest.raises(ValueError, match="one head per layer"):  # not silently fewer
+        heads_to_keep({"a": torch.zeros(2), "b": torch.ones(2)}, 0.75)
+    with pytest.raises(ValueError, match="empty"):
+        heads_to_keep({}, 0.5)
     # without normalisation, raw scores rank across layers
     assert heads_to_keep(scores, 0.625, normalize=False) == {"a": [0, 1], "b": [0]}
     for bad in (1.0, -0.1):
