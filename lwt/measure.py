@@ -349,6 +349,8 @@ class Ledger:
         loader: Iterable[tuple[Tensor, Tensor]] | None = None,
         payload: bytes | None = None,
         forward: Callable[[Tensor], object] | None = None,
+        *,
+        correct: Tensor | None = None,
     ) -> Row:
         """Measure ``model`` and append a row.
 
@@ -358,19 +360,33 @@ class Ledger:
             name: row label.
             model: the model (its effective weights are counted).
             loader: test batches for accuracy (None: accuracy left blank).
+            correct: instead of ``loader``, the per-image correctness the caller
+                already measured (``stats.correct_mask``), so that a model is not
+                evaluated twice.
             payload: the bytes of the model's deployable file, when it is not a plain
                 ``torch.save`` state dict (a sparse or int8 format); default the
                 state dict's bytes.
             forward: the callable to time (e.g. an ONNX Runtime session); default
                 ``model``.
         """
+        if loader is not None and correct is not None:
+            raise ValueError("pass loader or correct, not both")
+        if correct is not None and (correct.dim() != 1 or len(correct) == 0):
+            raise ValueError(f"correct must be a non-empty 1-D mask, got shape "
+                             f"{tuple(correct.shape)}")  # fmt: skip
         if any(t.device.type != "cpu" for t in (*model.parameters(), *model.buffers())):
             model = copy.deepcopy(model).cpu()  # measure a CPU copy; yours stays put
         was_training = model.training
         try:
-            return self._measure(name, model.eval(), loader, payload, forward)
+            row = self._measure(name, model.eval(), loader, payload, forward)
         finally:
             model.train(was_training)
+        if correct is not None:
+            row.accuracy, row.eval_images = (
+                int(correct.sum()) / len(correct),
+                len(correct),
+            )
+        return row
 
     def _measure(self, name, model, loader, payload, forward) -> Row:  # noqa: ANN001
         payload = state_dict_bytes(model) if payload is None else payload

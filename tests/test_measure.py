@@ -85,8 +85,13 @@ def test_ledger_rows_and_table():
     assert row.file_bytes == measure.serialized_bytes(model)
     custom = ledger.measure("custom file", model, payload=b"x" * 100)
     assert custom.file_bytes == 100 and custom.accuracy is None
+    mask = stats.correct_mask(model, batches)  # measured once, shown in the ledger
+    again = ledger.measure("from a mask", model, correct=mask)
+    assert (again.accuracy, again.eval_images) == (row.accuracy, 10)
+    with pytest.raises(ValueError, match="not both"):
+        ledger.measure("both", model, batches, correct=mask)
     md = ledger.to_markdown()
-    assert md.count("\n") == 3 and "| tiny |" in md
+    assert md.count("\n") == 4 and "| tiny |" in md
     assert "tiny" in str(ledger) and "4 runs in 2 alternating rounds" in str(ledger)
     assert ledger.plot() is not None
 
