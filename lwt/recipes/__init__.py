@@ -155,6 +155,16 @@ SHIPPED: dict[str, object] = {
         lr=0.15,
         weight_decay=5e-4,
     ),
+    # its control (issues 28, 30): the same half filters, the same parameters and MACs,
+    # outputs repeated [z, z] instead of negated [z, -z]; same recipe and machine rules
+    "resnet20-crelu-control": transferred.Config(
+        "resnet20",
+        crelu=("conv1", *_BLOCK_CONV1S[:3]),
+        negate=False,
+        epochs=40,
+        lr=0.15,
+        weight_decay=5e-4,
+    ),
     # rotated MNIST (Cohen & Welling 2016): a plain CNN and its p4 twin with no more
     # free weights (9 fields x 4 rotations per layer: 20,539 vs 21,630 parameters)
     "rotmnist-z2cnn": scratch.Config("z2cnn", **_ROTMNIST),
@@ -228,10 +238,13 @@ SHIPPED: dict[str, object] = {
 
 # Recipes whose checkpoints are not made yet: ``cct-cifar`` is still training (a
 # resumable run on the 2-core CPU, see ``transformer``) and the three made from it
-# wait for it. Named here so the zoo can train them; not in the manifest yet.
+# wait for it; ``resnet20-crelu-control`` waits for a machine (it and the CReLU models
+# it controls should be trained on the same one). Named here so the zoo can train
+# them; not in the manifest yet.
 TRAINING: frozenset[str] = frozenset(
-    {"cct-cifar", "cct-cifar-w4", "cct-cifar-2of4", "cct-cifar-heads"}
-)
+    {"cct-cifar", "cct-cifar-w4", "cct-cifar-2of4", "cct-cifar-heads",
+     "resnet20-crelu-control"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ class Config(FromScratch):
 
     METHOD: ClassVar[str] = "transferred"
     crelu: tuple[str, ...]
+    negate: bool = True  # False: the control, the same half filters repeated [z, z]
 
 
 METHOD = Config.METHOD
@@ -28,7 +29,8 @@ METHOD = Config.METHOD
 
 def build(config: Config, arch: dict) -> nn.Module:
     """The converted model (random weights)."""
-    return transfer.to_crelu(models.create_model(config.model), list(config.crelu))
+    model = models.create_model(config.model)
+    return transfer.to_crelu(model, list(config.crelu), negate=config.negate)
 
 
 run = fresh_run(build)  # train build(config, {}) from a seeded initialisation

@@ -11,6 +11,11 @@ so a layer keeps ``C`` output channels with half the free weights. BatchNorm sit
 the ``C/2`` learned channels, before the concatenation, so the two halves stay exact
 negations (a BN after it would give each half its own affine parameters).
 
+The control (``negate=False``): ``ReLU([z, z])``, the same ``C/2`` filters with the same
+parameters, MACs and output width, but no opposite phase — a plain ReLU layer with half
+the filters whose outputs are repeated so that the layers after it are unchanged. CReLU
+against it isolates the transferred (negated) filters from "half the filters".
+
 Depends only on torch (part of the ``lwt.transfer`` folder; it also stands alone).
 """
 
@@ -31,6 +36,7 @@ class CReLUConv2d(nn.Module):
         relu: apply the ReLU here; ``False`` returns ``[z, −z]`` for a model whose
             own ReLU follows (``to_crelu`` does this: an in-place ReLU after a ReLU
             output would break autograd).
+        negate: ``False`` gives the control ``[z, z]`` (module docstring).
     """
 
     def __init__(
@@ -43,6 +49,7 @@ class CReLUConv2d(nn.Module):
         *,
         bn: bool = True,
         relu: bool = True,
+        negate: bool = True,
     ) -> None:
         if out_channels <= 0 or out_channels % 2:
             raise ValueError(
@@ -55,11 +62,11 @@ class CReLUConv2d(nn.Module):
         )
         nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
         self.bn = nn.BatchNorm2d(half) if bn else nn.Identity()
-        self.out_channels, self.relu = out_channels, relu
+        self.out_channels, self.relu, self.negate = out_channels, relu, negate
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.bn(self.conv(x))  # (N, C/2, H, W)
-        pair = torch.cat([z, -z], dim=1)  # (N, C, H, W)
+        pair = torch.cat([z, -z if self.negate else z], dim=1)  # (N, C, H, W)
         return torch.relu(pair) if self.relu else pair
 
 
@@ -68,7 +75,9 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return (model.get_submodule(parent_name) if parent_name else model), child
 
 
-def to_crelu(model: nn.Module, convs: list[str] | tuple[str, ...]) -> nn.Module:
+def to_crelu(
+    model: nn.Module, convs: list[str] | tuple[str, ...], *, negate: bool = True
+) -> nn.Module:
     """Replace each named ``conv → bn → ReLU`` by a :class:`CReLUConv2d` (in place).
 
     Each conv ``P.convK`` must have a BatchNorm sibling ``P.bnK`` and be followed by a
@@ -81,6 +90,7 @@ def to_crelu(model: nn.Module, convs: list[str] | tuple[str, ...]) -> nn.Module:
     Args:
         model: e.g. ``lwt.models.create_model("resnet20")``.
         convs: qualified names of the convolutions to convert.
+        negate: ``False`` builds the control ``[z, z]`` instead (module docstring).
 
     Returns:
         ``model``, converted (unchanged if a name is invalid: all are checked first).
@@ -111,6 +121,7 @@ def to_crelu(model: nn.Module, convs: list[str] | tuple[str, ...]) -> nn.Module:
             conv.stride[0],
             conv.padding[0],
             relu=False,
+            negate=negate,
         ).to(conv.weight.device)
         parent, child = _parent(model, name)
         setattr(parent, child, new)

@@ -172,3 +172,22 @@ def test_rotation_banks_reject_bad_input():
         R.GroupConv2d(4, 4, 3, group="p6")
     with pytest.raises(ValueError, match="reduce"):
         R.group_pool(torch.randn(1, 8, 2, 2), "p4", reduce="sum")
+
+
+def test_the_control_repeats_the_half_filters_with_the_same_cost():
+    """negate=False: [z, z] instead of [z, -z], same parameters, MACs and widths."""
+    from lwt import recipes
+
+    x = torch.randn(2, 3, 8, 8)
+    torch.manual_seed(0)
+    crelu = transfer.CReLUConv2d(3, 8, relu=False).eval()
+    torch.manual_seed(0)
+    control = transfer.CReLUConv2d(3, 8, relu=False, negate=False).eval()
+    with torch.no_grad():
+        z = crelu(x)[:, :4]
+        assert torch.equal(control(x), torch.cat([z, z], 1))
+        assert torch.equal(crelu(x), torch.cat([z, -z], 1))
+    a, b = recipes.build("resnet20-crelu"), recipes.build("resnet20-crelu-control")
+    assert measure.count_params(a) == measure.count_params(b)
+    assert measure.count_macs(a, (3, 32, 32)) == measure.count_macs(b, (3, 32, 32))
+    assert not b.conv1.negate and a.conv1.negate
