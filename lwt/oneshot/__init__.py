@@ -25,7 +25,7 @@ Each file depends only on torch and this folder: copy the folder.
 """
 
 from .awq import awq_quantize, awq_scales
-from .calibration import InputStats, input_stats, linear_layers
+from .calibration import InputStats, input_stats, linear_layers, weight_layers
 from .gptq import gptq_quantize, layer_error
 from .groupwise import (
     dequantize_groups,
@@ -41,7 +41,6 @@ from .model import (
     QUANT_METHODS,
     prune_oneshot,
     quantize_weights,
-    weight_layers,
 )
 from .packed import load_packed, packed_state_dict, save_packed, to_packed
 from .quantized import GroupQuantized

@@ -49,9 +49,38 @@ class InputStats:
         return (self.asum / max(self.n, 1)).float()
 
 
+def weight_layers(model: nn.Module) -> dict[str, nn.Linear | nn.Conv2d]:
+    """Every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` that computes through its own
+    forward, by path, in module order (``nn.MultiheadAttention`` reads its
+    ``out_proj`` weight directly, so that layer is left out: hooks see nothing)."""
+    inside_mha = {
+        f"{n}.{c}" if n else c
+        for n, m in model.named_modules()
+        if isinstance(m, nn.MultiheadAttention)
+        for c, _ in m.named_children()
+    }
+    return {
+        n: m
+        for n, m in model.named_modules()
+        if n and n not in inside_mha and isinstance(m, (nn.Linear, nn.Conv2d))
+    }
+
+
 def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` of ``model`` by path, in module order."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    """The ``nn.Linear`` layers of :func:`weight_layers`."""
+    return {n: m for n, m in weight_layers(model).items() if isinstance(m, nn.Linear)}
+
+
+def set_module(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Put ``module`` at ``path`` (e.g. ``"blocks.0.attn.qkv"``) inside ``model``."""
+    parent, _, leaf = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+
+
+def check_damp(damp: float) -> None:
+    """``damp`` must be a number in (0, 1) (a fraction of the mean Hessian diagonal)."""
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 < damp < 1:
+        raise ValueError(f"damp must be a number in (0, 1), got {damp!r}")
 
 
 def input_stats(
@@ -105,6 +134,9 @@ def input_stats(
         model.train(was_training)
     if not seen:
         raise ValueError("batches yielded nothing: pass calibration inputs")
+    if idle := [n for n, s in stats.items() if s.n == 0]:
+        raise ValueError(f"layers {idle} were never called by the model's forward: "
+                         "their calibration statistics are empty")  # fmt: skip
     return stats
 
 
@@ -113,8 +145,7 @@ def prepare(weight: Tensor, hessian: Tensor, damp: float) -> tuple[Tensor, Tenso
     of never-active inputs (``H_jj = 0``) zeroed, and the upper Cholesky factor of
     ``(H + λI)⁻¹`` with ``λ = damp · mean(diag H)`` (its rows give the error-feedback
     updates; Frantar et al. 2023 use it for numerical stability)."""
-    if not 0 < damp < 1:
-        raise ValueError(f"damp must be in (0, 1), got {damp}")
+    check_damp(damp)
     w = weight.detach().float().clone()
     h = hessian.detach().float().clone()
     dead = torch.diag(h) == 0

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .awq import awq_quantize
-from .calibration import input_stats
+from .calibration import InputStats, check_damp, input_stats, set_module, weight_layers
 from .gptq import gptq_quantize
 from .groupwise import check_bits, check_group, group_params, quantize_groups
 from .quantized import GroupQuantized
@@ -28,23 +28,6 @@ from .sparse import check_sparsity, row_mask, sparsegpt, wanda_scores
 
 QUANT_METHODS = ("rtn", "gptq", "awq")
 PRUNE_METHODS = ("magnitude", "wanda", "sparsegpt")
-
-
-def weight_layers(model: nn.Module) -> dict[str, nn.Linear | nn.Conv2d]:
-    """Every ``nn.Linear`` and ``nn.Conv2d`` of ``model`` that computes through its own
-    forward, by path, in module order (``nn.MultiheadAttention`` reads its
-    ``out_proj`` weight directly, so that layer is left out)."""
-    inside_mha = {
-        f"{n}.{c}" if n else c
-        for n, m in model.named_modules()
-        if isinstance(m, nn.MultiheadAttention)
-        for c, _ in m.named_children()
-    }
-    return {
-        n: m
-        for n, m in model.named_modules()
-        if n and n not in inside_mha and isinstance(m, (nn.Linear, nn.Conv2d))
-    }
 
 
 def _chosen(model: nn.Module, layers: Sequence[str] | None, kinds: tuple) -> list[str]:
@@ -64,17 +47,8 @@ def _chosen(model: nn.Module, layers: Sequence[str] | None, kinds: tuple) -> lis
     return names
 
 
-def _check_damp(damp: float) -> None:
-    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not 0 < damp < 1:
-        raise ValueError(f"damp must be a number in (0, 1), got {damp!r}")
-
-
-def _stats(model: nn.Module, batches: list, name: str):  # noqa: ANN202 - InputStats
-    stats = input_stats(model, batches, [name])[name]
-    if stats.n == 0:
-        raise ValueError(f"layer {name!r} was never called by the model's forward: "
-                         "its calibration statistics are empty")  # fmt: skip
-    return stats
+def _stats(model: nn.Module, batches: list, name: str) -> InputStats:
+    return input_stats(model, batches, [name])[name]
 
 
 def _needs_batches(method: str, batches: Iterable | None) -> list:
@@ -84,11 +58,6 @@ def _needs_batches(method: str, batches: Iterable | None) -> list:
     if not batches:
         raise ValueError("batches yielded nothing: pass calibration inputs")
     return batches
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
 def _rtn_codes(w: Tensor, bits: int, group_size: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -125,7 +94,7 @@ def quantize_weights(
     if method not in QUANT_METHODS:
         raise ValueError(f"method must be one of {QUANT_METHODS}, got {method!r}")
     check_bits(bits)
-    _check_damp(damp)
+    check_damp(damp)
     if (
         isinstance(group_size, bool)
         or not isinstance(group_size, int)
@@ -158,7 +127,7 @@ def quantize_weights(
             codes, scale, zero = _rtn_codes(w * s[None, :], bits, group_size)
         new = GroupQuantized(layer.cpu(), codes, scale, zero, bits=bits,
                              group_size=group_size, in_scale=s)  # fmt: skip
-        _replace(out, name, new.to(model.get_submodule(name).weight.device))
+        set_module(out, name, new.to(model.get_submodule(name).weight.device))
     return out
 
 
@@ -182,7 +151,7 @@ def prune_oneshot(
     CPU, written back to each layer on its own device."""
     if method not in PRUNE_METHODS:
         raise ValueError(f"method must be one of {PRUNE_METHODS}, got {method!r}")
-    _check_damp(damp)
+    check_damp(damp)
     names = _chosen(model, layers, (nn.Linear,))
     for name in names:
         check_sparsity(amount, n, m, model.get_submodule(name).in_features)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .calibration import set_module
 from .groupwise import dequantize_groups, pack_codes, unpack_codes
 from .quantized import GroupQuantized
 
@@ -260,12 +261,10 @@ def load_packed(source: str | Path | bytes, model: nn.Module) -> nn.Module:
         if e["kind"] == "tensor":
             tensors[e["name"]] = parts["data"]
             continue
-        parent, _, leaf = e["name"].rpartition(".")
-        host = out.get_submodule(parent) if parent else out
-        q = GroupQuantized(getattr(host, leaf), parts["codes"], parts["scale"],
+        q = GroupQuantized(out.get_submodule(e["name"]), parts["codes"], parts["scale"],
                            parts["zero"], bits=e["bits"], group_size=e["group_size"],
                            in_scale=parts["in_scale"])  # fmt: skip
-        setattr(host, leaf, q)
+        set_module(out, e["name"], q)
     with torch.no_grad():
         current = out.state_dict()
         for key, t in tensors.items():

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .calibration import input_stats, linear_layers
+from .calibration import input_stats, linear_layers, set_module
 
 
 def _int8(x: Tensor, scale: Tensor) -> Tensor:
@@ -62,7 +62,5 @@ def fake_w8a8(
     found = linear_layers(out)
     for name, s in stats.items():
         amax = s.amax if per_channel_act else s.amax.max()
-        parent, _, leaf = name.rpartition(".")
-        host = out.get_submodule(parent) if parent else out
-        setattr(host, leaf, W8A8Linear(found[name], amax))
+        set_module(out, name, W8A8Linear(found[name], amax))
     return out

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ._amounts import _fraction
 from .surgery import keep_inputs, keep_outputs
 
 
@@ -79,12 +80,9 @@ def heads_to_keep(
     when ``normalize``), at least one head kept in every layer; ties: lower layer and
     head index removed first. Nothing changes; pass the result to :func:`prune_heads`.
     """
-    if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-        raise TypeError(f"amount must be a fraction in [0, 1), got {amount!r}")
+    amount = _fraction(amount, "amount", 1.0)
     if not scores:
         raise ValueError("scores is empty: pass head_importance's result")
-    if not 0 <= amount < 1:
-        raise ValueError(f"amount must be a fraction in [0, 1), got {amount}")
     total = sum(len(s) for s in scores.values())
     k = round(amount * total)
     if k > total - len(scores):

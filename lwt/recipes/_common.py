@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import nn
 
-from .. import data, models, train
+from .. import cpu, data, models, train
 
 
 @runtime_checkable
@@ -190,10 +190,19 @@ class TransformerFinetune:
     seed: int = 0
 
 
+def precision_of(config: object) -> str:
+    """``"bf16"`` or ``"fp32"``: ``config.precision``, with ``"auto"`` resolved on
+    this machine (bf16 only where it is computed natively: CUDA or AMX-BF16)."""
+    if config.precision != "auto":
+        return config.precision
+    if train.default_device().type == "cuda":
+        return "bf16"
+    return "bf16" if cpu.cpu_features().get("AMX-BF16") else "fp32"
+
+
 def adamw_finetune(
     model: nn.Module,
     config: TransformerFinetune,
-    precision: str,
     *,
     epochs_scale: float,
     subset: int | None,
@@ -201,6 +210,7 @@ def adamw_finetune(
 ) -> tuple[int, dict]:
     """Fine-tune a compressed transformer by ``config`` on its seeded training data;
     returns the epochs run and the schedule row for the manifest."""
+    precision = precision_of(config)
     loader = seeded_loader(config.model, config.seed, subset, config.batch_size)
     epochs = scaled(config.epochs, epochs_scale)
     opt, sched = train.adamw_cosine(model, epochs * len(loader), lr=config.lr,

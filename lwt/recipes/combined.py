@@ -117,22 +117,14 @@ def run(
         {"stage": "drop blocks", "blocks": list(config.drop)},
         {"stage": "prune", "amount": config.amount, "widths": dict(widths)},
         {"stage": "distil", "epochs": epochs, "lr": config.lr, "T": config.T},
-        {
-            "stage": "qat",
-            "epochs": qat_epochs,
-            "lr": config.qat_lr,
-            "weight_bits": config.weight_bits,
-            "activation_bits": 8,
-        },
+        {"stage": "qat", "epochs": qat_epochs, "lr": config.qat_lr,
+         "weight_bits": config.weight_bits, "activation_bits": 8},
     ]
     return Result(
         qmodel,
         epochs + qat_epochs,
-        arch={
-            "widths": widths,
-            "dropped": list(config.drop),
-            "weight_bits": config.weight_bits,
-        },  # fmt: skip
+        arch={"widths": widths, "dropped": list(config.drop),
+              "weight_bits": config.weight_bits},  # fmt: skip
         schedule=schedule,
     )
 

@@ -15,7 +15,6 @@ from typing import ClassVar
 from torch import nn
 
 from .. import models, pruning
-from . import transformer
 from ._common import Result, TransformerFinetune, adamw_finetune, calibration_batches
 
 
@@ -51,9 +50,9 @@ def run(
     scores = pruning.head_importance(model, batches)
     keep = pruning.heads_to_keep(scores, config.amount)
     pruning.prune_heads(model, keep)
-    epochs, row = adamw_finetune(model, config, transformer.precision_of(config),
-                                 epochs_scale=epochs_scale, subset=subset,
-                                 quiet=quiet)  # fmt: skip
+    epochs, row = adamw_finetune(
+        model, config, epochs_scale=epochs_scale, subset=subset, quiet=quiet
+    )
     importance = {p: [round(float(v), 6) for v in s] for p, s in scores.items()}
     schedule = [{"importance": importance, "removed": config.amount}, row]
     return Result(model.cpu().eval(), epochs, arch={"keep": keep}, schedule=schedule)

@@ -16,7 +16,6 @@ from typing import ClassVar
 from torch import nn
 
 from .. import models, oneshot, pruning
-from . import transformer
 from ._common import Result, TransformerFinetune, adamw_finetune, calibration_batches
 
 
@@ -65,9 +64,9 @@ def run(
     for name in layers:
         layer = model.get_submodule(name)
         pruning.set_mask(layer, layer.weight.detach() != 0)
-    epochs, row = adamw_finetune(model, config, transformer.precision_of(config),
-                                 epochs_scale=epochs_scale, subset=subset,
-                                 quiet=quiet)  # fmt: skip
+    epochs, row = adamw_finetune(
+        model, config, epochs_scale=epochs_scale, subset=subset, quiet=quiet
+    )
     pruning.make_permanent(model)
     pattern = f"{config.n}:{config.m}" if config.n else f"{config.amount:.0%}"
     schedule = [{"pruned": config.method, "pattern": pattern, "layers": len(layers),

@@ -20,8 +20,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .. import cpu, models, train
-from ._common import FromScratch, Result, scaled, seeded_loader
+from .. import models, train
+from ._common import FromScratch, Result, precision_of, scaled, seeded_loader
 
 
 @dataclass(frozen=True)
@@ -41,16 +41,6 @@ METHOD = Config.METHOD
 def build(config: Config, arch: dict) -> nn.Module:
     """A fresh ``lwt.models`` model (the shapes never change)."""
     return models.create_model(config.model)
-
-
-def precision_of(config: Config) -> str:
-    """``"bf16"`` or ``"fp32"``: ``config.precision``, with ``"auto"`` resolved on
-    this machine (bf16 only where it is computed natively: CUDA or AMX-BF16)."""
-    if config.precision != "auto":
-        return config.precision
-    if train.default_device().type == "cuda":
-        return "bf16"
-    return "bf16" if cpu.cpu_features().get("AMX-BF16") else "fp32"
 
 
 def state_path(config: Config, epochs: int, subset: int | None) -> Path:
