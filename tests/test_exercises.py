@@ -406,6 +406,28 @@ def test_a_wrong_answer_is_rejected_with_a_reason(check, name, wrong, capsys):
         assert "hides this ready-made answer" in out, out
 
 
+def _kmeans_ties_up(values, k, iters=100):
+    """1-D k-means whose midway values go to the upper centroid (bucketize, right)."""
+    v = values.flatten().double()
+    c = torch.linspace(v.min().item(), v.max().item(), k, dtype=torch.float64)
+    for _ in range(iters):
+        labels = torch.bucketize(v, (c[1:] + c[:-1]) / 2, right=True)
+        counts = torch.bincount(labels, minlength=k)
+        sums = torch.zeros(k, dtype=v.dtype).index_add_(0, labels, v)
+        new = torch.where(counts > 0, sums / counts.clamp(min=1), c)
+        if torch.equal(new, c):
+            break
+        c = new
+    labels = torch.bucketize(v, (c[1:] + c[:-1]) / 2, right=True)
+    return c.float(), labels.view(values.shape)
+
+
+def test_kmeans_accepts_either_tie_rule_kept_throughout(capsys):
+    """[0, 1, 2], k = 2: ties down give [0.5, 2], ties up [0, 1.5]; both are k-means."""
+    assert _kmeans_ties_up(torch.tensor([0.0, 1, 2]), 2)[0].tolist() == [0.0, 1.5]
+    assert lesson06.check_kmeans(_kmeans_ties_up), capsys.readouterr().out
+
+
 def test_a_stub_is_not_yet(capsys):
     def stub(*args):
         raise NotImplementedError

@@ -5,11 +5,12 @@ k-means; every weight is replaced by its cluster's centroid, so the layer is sto
 as ``b``-bit cluster indices plus a ``k``-entry float codebook (Han, Mao, Dally. Deep
 Compression. ICLR 2016, §3):
 
-    minimise  Σ_i Σ_{w ∈ c_i} |w - C_i|²      (Han eq. 1)
+    minimise  Σ_i Σ_{w ∈ c_i} |w - C_i|²      (Han eq. 2; eq. 1 is the compression rate)
 
-Centroid initialisation matters (Han §3.2): *linear* (evenly spaced between the
-smallest and largest weight, their best: it keeps the rare large weights), *density*
-(evenly spaced quantiles of the weights) and *random* (k weights drawn at random).
+Centroid initialisation matters (Han §3.2, compared in §6.2): *linear* (evenly spaced
+between the smallest and largest weight; their best "in all cases except at 3 bits":
+it keeps the rare large weights), *density* (evenly spaced quantiles of the weights)
+and *random* (k weights drawn at random).
 
 Fine-tuning trains the centroids, not the weights: the gradient of centroid ``C_k``
 is the sum of the gradients of the weights in its cluster (Han eq. 3),
