@@ -29,6 +29,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 _SECTIONS: dict[str, list[str]] = {}
 
 
+@pytest.fixture(autouse=True)
+def _resume_dir(tmp_path_factory, monkeypatch):
+    """Resumable recipes keep their state under ``$LWT_RESUME_DIR``: a fresh folder per
+    test, so no test resumes another's run or writes to the home folder."""
+    monkeypatch.setenv("LWT_RESUME_DIR", str(tmp_path_factory.mktemp("resume")))
+
+
 @pytest.fixture(scope="module")
 def lenet_int8_files(tmp_path_factory):
     """A random LeNet-5 quantized by ``deploy.quantize_onnx`` with 7- and 8-bit

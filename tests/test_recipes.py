@@ -308,6 +308,34 @@ def test_nmsparse_settings_are_checked_when_made():
     )
 
 
+def test_adamw_finetune_resumes_its_own_run_only(untrained_cct, capsys):
+    """A second call from the same start resumes the saved state (no epoch re-run,
+    the same weights); another start does not pick that state up."""
+    import copy
+
+    from lwt.recipes import _common
+
+    cfg = _quick("cct-cifar-heads", batch_size=64, epochs=2)
+    first = copy.deepcopy(untrained_cct)
+    try:
+        epochs, row = _common.adamw_finetune(first, cfg, epochs_scale=1.0, subset=64,
+                                             quiet=False)  # fmt: skip
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not available")
+    assert epochs == 2 and "resumed" not in capsys.readouterr().out
+    again = copy.deepcopy(untrained_cct)
+    _common.adamw_finetune(again, cfg, epochs_scale=1.0, subset=64, quiet=False)
+    out = capsys.readouterr().out
+    assert "resumed" in out and "epoch 1/2" not in out
+    pairs = zip(first.state_dict().values(), again.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    other = copy.deepcopy(untrained_cct)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)  # another starting model
+    _common.adamw_finetune(other, cfg, epochs_scale=1.0, subset=64, quiet=False)
+    assert "resumed" not in capsys.readouterr().out
+
+
 def test_run_heads_removes_half_the_heads_and_rebuilds_from_arch(untrained_cct):
     import copy
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Callable
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, asdict, dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import torch
 from torch import nn
 
 from .. import cpu, data, models, train
@@ -200,6 +205,24 @@ def precision_of(config: object) -> str:
     return "bf16" if cpu.cpu_features().get("AMX-BF16") else "fp32"
 
 
+def resume_path(stem: str, key: object) -> Path:
+    """Where a resumable run keeps its state: ``$LWT_RESUME_DIR`` (default
+    ``~/.cache/lwt/resume``) / ``<stem>-<12 hex digits of sha256(key as JSON)>.pt``,
+    so a changed setting starts a new file instead of resuming an old one."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    root = os.environ.get("LWT_RESUME_DIR") or Path.home() / ".cache/lwt/resume"
+    return Path(root) / f"{stem}-{digest}.pt"
+
+
+def _fingerprint(model: nn.Module) -> str:
+    """sha256 of a model's state (names, shapes and bytes): the starting point."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def adamw_finetune(
     model: nn.Module,
     config: TransformerFinetune,
@@ -209,7 +232,9 @@ def adamw_finetune(
     quiet: bool,
 ) -> tuple[int, dict]:
     """Fine-tune a compressed transformer by ``config`` on its seeded training data;
-    returns the epochs run and the schedule row for the manifest."""
+    returns the epochs run and the schedule row for the manifest. Resumable
+    (``train.train_resumable``): the state file's name hashes the config, the epochs,
+    the subset and the compressed model it starts from."""
     precision = precision_of(config)
     loader = seeded_loader(config.model, config.seed, subset, config.batch_size)
     epochs = scaled(config.epochs, epochs_scale)
@@ -217,7 +242,12 @@ def adamw_finetune(
                                     weight_decay=config.weight_decay,
                                     warmup=0)  # fmt: skip
     loss = nn.CrossEntropyLoss(label_smoothing=0.1)
-    train.train(model, loader, epochs, opt, sched, loss, quiet=quiet,
-                precision=precision)  # fmt: skip
+    key = [asdict(config), epochs, subset, _fingerprint(model)]
+    state = resume_path(f"{config.model}-{config.METHOD}", key)
+    history = train.train_resumable(model, loader, epochs, opt, sched, state=state,
+                                    loss_fn=loss, precision=precision,
+                                    quiet=quiet)  # fmt: skip
+    seconds = round(sum(row["seconds"] for row in history))
     return epochs, {"epochs": epochs, "lr": config.lr, "optimizer": "AdamW, cosine",
-                    "precision": precision}  # fmt: skip
+                    "precision": precision,
+                    "train_seconds_all_sessions": seconds}  # fmt: skip

@@ -10,9 +10,6 @@ under a name that hashes the config, and resumes from it.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import KW_ONLY, asdict, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -21,7 +18,14 @@ import torch
 from torch import nn
 
 from .. import models, train
-from ._common import FromScratch, Result, precision_of, scaled, seeded_loader
+from ._common import (
+    FromScratch,
+    Result,
+    precision_of,
+    resume_path,
+    scaled,
+    seeded_loader,
+)
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,7 @@ def build(config: Config, arch: dict) -> nn.Module:
 
 def state_path(config: Config, epochs: int, subset: int | None) -> Path:
     """Where this run's resume state lives (one file per config, epochs and subset)."""
-    key = json.dumps([asdict(config), epochs, subset], sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    root = os.environ.get("LWT_RESUME_DIR") or Path.home() / ".cache/lwt/resume"
-    return Path(root) / f"{config.model}-{digest}.pt"
+    return resume_path(config.model, [asdict(config), epochs, subset])
 
 
 def run(
