@@ -244,10 +244,14 @@ def adamw_finetune(
     loss = nn.CrossEntropyLoss(label_smoothing=0.1)
     key = [asdict(config), epochs, subset, _fingerprint(model)]
     state = resume_path(f"{config.model}-{config.METHOD}", key)
+    # channels_last: the convolutional tokenizer's pooling trains several times faster
+    # on a CPU in NHWC (as in the from-scratch recipe); the weights are the same numbers
+    model.to(memory_format=torch.channels_last)
     history = train.train_resumable(model, loader, epochs, opt, sched, state=state,
                                     loss_fn=loss, precision=precision,
                                     quiet=quiet)  # fmt: skip
+    model.to(memory_format=torch.contiguous_format)
     seconds = round(sum(row["seconds"] for row in history))
     return epochs, {"epochs": epochs, "lr": config.lr, "optimizer": "AdamW, cosine",
-                    "precision": precision,
+                    "precision": precision, "memory_format": "channels_last",
                     "train_seconds_all_sessions": seconds}  # fmt: skip
