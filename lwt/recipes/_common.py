@@ -244,8 +244,8 @@ def adamw_finetune(
     loss = nn.CrossEntropyLoss(label_smoothing=0.1)
     key = [asdict(config), epochs, subset, _fingerprint(model)]
     state = resume_path(f"{config.model}-{config.METHOD}", key)
-    # channels_last: the convolutional tokenizer's pooling trains several times faster
-    # on a CPU in NHWC (as in the from-scratch recipe); the weights are the same numbers
+    # channels_last, as in the from-scratch recipe: on a CPU the tokenizer's max-pool is
+    # slow in NCHW (notebook 08's inference profile); the weights are the same numbers
     model.to(memory_format=torch.channels_last)
     history = train.train_resumable(model, loader, epochs, opt, sched, state=state,
                                     loss_fn=loss, precision=precision,
