@@ -149,6 +149,9 @@ def test_free_parameters_and_effective_filters():
     assert conv.weight.numel() * 8 == conv.bank().numel()
     z2, p4 = models.create_model("z2cnn"), R.P4CNN(9)
     assert measure.count_params(p4) <= measure.count_params(z2)
+    # P4CNN's docstring: 9 fields is the widest p4 model with no more weights than z2cnn
+    assert (measure.count_params(p4), measure.count_params(z2)) == (20_539, 21_630)
+    assert measure.count_params(R.P4CNN(10)) == 24_620
 
 
 def test_gradients_reach_only_the_base_filters():
