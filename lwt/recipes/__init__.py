@@ -236,13 +236,12 @@ SHIPPED: dict[str, object] = {
 }
 
 
-# Recipes whose checkpoints are not made yet: ``cct-cifar-2of4`` and
-# ``cct-cifar-heads`` are still training (resumable fine-tunes of ``cct-cifar`` on the
-# 2-core CPU); ``resnet20-crelu-control`` waits for a machine (it and the CReLU models
+# Recipes whose checkpoints are not made yet: ``cct-cifar-heads`` is still training (a
+# resumable fine-tune of ``cct-cifar`` on the 2-core CPU); ``resnet20-crelu-control`` waits for a machine (it and the CReLU models
 # it controls should be trained on the same one). Named here so the zoo can train
 # them; not in the manifest yet.
 TRAINING: frozenset[str] = frozenset(
-    {"cct-cifar-2of4", "cct-cifar-heads", "resnet20-crelu-control"}
+    {"cct-cifar-heads", "resnet20-crelu-control"}
 )  # fmt: skip
 
 
