@@ -236,12 +236,11 @@ SHIPPED: dict[str, object] = {
 }
 
 
-# Recipes whose checkpoints are not made yet: ``cct-cifar-heads`` is still training (a
-# resumable fine-tune of ``cct-cifar`` on the 2-core CPU); ``resnet20-crelu-control`` waits for a machine (it and the CReLU models
-# it controls should be trained on the same one). Named here so the zoo can train
-# them; not in the manifest yet.
+# Recipes whose checkpoints are not made yet: ``resnet20-crelu-control`` waits for a
+# machine (it and the CReLU models it controls should be trained on the same one).
+# Named here so the zoo can train them; not in the manifest yet.
 TRAINING: frozenset[str] = frozenset(
-    {"cct-cifar-heads", "resnet20-crelu-control"}
+    {"resnet20-crelu-control"}
 )  # fmt: skip
 
 
