@@ -27,7 +27,9 @@ from lwt.exercises import (
     lesson05,
     lesson06,
     lesson07,
+    lesson08,
 )
+from lwt.oneshot import groupwise, sparse
 from lwt.pruning import surgery, unstructured
 from lwt.quantization import integer, primitives
 from lwt.sharing import huffman, kmeans
@@ -246,6 +248,34 @@ def _conv_no_dilation(conv, shape):
     ), conv.out_channels * ho * wo * per
 
 
+def _group_rtn(w, bits, group_size, *, levels=None, per_row=False, clamp_zero=True):
+    """Group-wise RTN with switches that reproduce common slips."""
+    qmax = (2**bits - 1) if levels is None else levels
+    g = w.reshape(w.shape[0], -1, w.shape[1] if per_row else group_size)
+    lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
+    if clamp_zero:
+        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
+    scale = ((hi - lo) / qmax).clamp(min=1e-12)
+    zero = torch.round(-lo / scale).clamp(0, qmax)
+    q = (torch.round(g / scale) + zero).clamp(0, qmax)
+    return ((q - zero) * scale).reshape(w.shape)
+
+
+def _prune_rows(score, weight, amount):
+    """Zero the round(amount * in) lowest scores of each row (any score)."""
+    k = round(amount * weight.shape[1])
+    keep = torch.ones_like(weight, dtype=torch.bool)
+    keep.scatter_(1, score.argsort(dim=1, stable=True)[:, :k], False)
+    return weight * keep
+
+
+def _wanda_across_layer(weight, x, amount):
+    score = (weight.abs() * x.norm(dim=0)).flatten()
+    keep = torch.ones(score.numel(), dtype=torch.bool)
+    keep[score.argsort()[: round(amount * weight.shape[1]) * weight.shape[0]]] = False
+    return weight * keep.view_as(weight)
+
+
 CASES = {
     (lesson00.check_conv_cost, "conv_cost_solution"): {
         "the library": lambda conv, shape: (
@@ -366,7 +396,8 @@ CASES = {
             k: v for k, v in latency.conv_latency_table(p, c).items() if k != "other"
         },
         "other = everything": lambda p, c: {
-            **latency.conv_latency_table(p, c), "other": sum(r["ms"] for r in p)
+            **latency.conv_latency_table(p, c),
+            "other": sum(r["ms"] for r in p),
         },
     },
     (lesson07.check_predict, "my_predict_ms"): {
@@ -376,6 +407,32 @@ CASES = {
         ),
         "every conv of a block, downsample too": _predict_whole_block,
         "other left out": lambda t, k: latency.predict_ms(t, k) - t["other"],
+    },
+    (lesson08.check_group_rtn, "my_group_rtn_solution"): {
+        "the library": lambda w, b, g: groupwise.rtn(w, b, g)[0],
+        "2^b levels instead of 2^b - 1 steps": (
+            lambda w, b, g: _group_rtn(w, b, g, levels=2**b)
+        ),
+        "one scale per row": lambda w, b, g: _group_rtn(w, b, g, per_row=True),
+        "range without 0": lambda w, b, g: _group_rtn(w, b, g, clamp_zero=False),
+        "in place": lambda w, b, g: w.copy_(_group_rtn(w, b, g)),
+        "no rounding": lambda w, b, g: w.clone(),
+    },
+    (lesson08.check_wanda, "my_wanda_prune_solution"): {
+        "the library": lambda w, x, a: (
+            w * sparse.row_mask(sparse.wanda_scores(w, x.norm(dim=0)), amount=a)
+        ),
+        "magnitude alone": lambda w, x, a: _prune_rows(w.abs(), w, a),
+        "ranked across the layer": _wanda_across_layer,
+        "squared norms": lambda w, x, a: _prune_rows(
+            w.abs() * x.norm(dim=0) ** 2, w, a
+        ),
+        "mean |x| (AWQ's statistic) for the norm": lambda w, x, a: _prune_rows(
+            w.abs() * x.abs().mean(0), w, a
+        ),
+        "keeps the lowest": lambda w, x, a: (
+            w - SOLUTIONS["my_wanda_prune_solution"](w, x, a)
+        ),
     },
 }
 

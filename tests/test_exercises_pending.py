@@ -1,8 +1,8 @@
-"""Checks whose notebooks do not carry the solutions yet: lesson 08 (the notebook is not
-written until its checkpoints ship) and the second passes of lessons 05 and 06 (their
-notebooks are re-executed once, after all their changes). The solutions the notebooks
-will carry pass, and each known-wrong answer is rejected with a reason. When a notebook
-carries its solutions, its cases move to ``CASES`` in ``test_exercises.py``."""
+"""Checks whose notebooks do not carry the solutions yet: the second passes of lessons
+03, 05 and 06 (their notebooks are re-executed once, after all their changes). The
+solutions the notebooks will carry pass, and each known-wrong answer is rejected with a
+reason. When a notebook carries its solutions, its cases move to ``CASES`` in
+``test_exercises.py``."""
 
 import numpy as np
 import pytest
@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lwt import distill, lowrank
-from lwt.exercises import lesson03, lesson05, lesson06, lesson08
-from lwt.oneshot import groupwise, sparse
+from lwt.exercises import lesson03, lesson05, lesson06
 from lwt.sharing import sparse_index
 
 
@@ -50,33 +49,6 @@ def relative_indices_solution(mask, bits, *, filler_skips=None, count_from=-1):
         out.append(run)
         last = int(p)
     return out
-
-
-def my_group_rtn_solution(w, bits, group_size, *, levels=None, per_row=False,
-                          clamp_zero=True):  # fmt: skip
-    """The solution, with switches that reproduce common slips."""
-    qmax = (2**bits - 1) if levels is None else levels
-    g = w.reshape(w.shape[0], -1, w.shape[1] if per_row else group_size)
-    lo, hi = g.amin(-1, keepdim=True), g.amax(-1, keepdim=True)
-    if clamp_zero:
-        lo, hi = lo.clamp(max=0), hi.clamp(min=0)
-    scale = ((hi - lo) / qmax).clamp(min=1e-12)
-    zero = torch.round(-lo / scale).clamp(0, qmax)
-    q = (torch.round(g / scale) + zero).clamp(0, qmax)
-    return ((q - zero) * scale).reshape(w.shape)
-
-
-def my_wanda_prune_solution(weight, x, amount, *, use_norms=True, per_row=True,
-                            squared=False):  # fmt: skip
-    norms = x.norm(dim=0) ** (2 if squared else 1) if use_norms else 1.0
-    score = weight.abs() * norms
-    k = round(amount * weight.shape[1])
-    keep = torch.ones_like(weight, dtype=torch.bool)
-    if per_row:
-        keep.scatter_(1, score.argsort(dim=1, stable=True)[:, :k], False)
-    else:
-        keep.view(-1)[score.flatten().argsort()[: k * weight.shape[0]]] = False
-    return weight * keep
 
 
 def _svd_split(layer, r):
@@ -120,21 +92,11 @@ def my_layerwise_solution(model, ranks, batches, steps, lr, *, order=sorted,
     return model
 
 
-def _prune_rows(score, weight, amount):
-    """Zero the round(amount * in) lowest scores of each row (any score)."""
-    k = round(amount * weight.shape[1])
-    keep = torch.ones_like(weight, dtype=torch.bool)
-    keep.scatter_(1, score.argsort(dim=1, stable=True)[:, :k], False)
-    return weight * keep
-
-
 def test_the_solutions_pass(capsys):
     assert lesson03.check_layerwise(my_layerwise_solution)
     assert lesson05.check_train_step(train_step_solution)
     assert lesson06.check_relative_indices(relative_indices_solution)
-    assert lesson08.check_group_rtn(my_group_rtn_solution)
-    assert lesson08.check_wanda(my_wanda_prune_solution)
-    assert capsys.readouterr().out.count("pass: ") == 5
+    assert capsys.readouterr().out.count("pass: ") == 3
 
 
 def _trailing_coded(mask, bits):
@@ -164,29 +126,6 @@ WRONG = {
         "task loss instead of reconstruction": lambda m, r, b, s, lr: (
             my_layerwise_solution(m, r, b, s, lr, task=True)),
         "no fine-tuning": lambda m, r, b, s, lr: my_layerwise_solution(m, r, b, 0, lr),
-    },
-    lesson08.check_group_rtn: {
-        "the library": lambda w, b, g: groupwise.rtn(w, b, g)[0],
-        "2^b levels instead of 2^b - 1 steps": (
-            lambda w, b, g: my_group_rtn_solution(w, b, g, levels=2**b)),
-        "one scale per row": (
-            lambda w, b, g: my_group_rtn_solution(w, b, g, per_row=True)),
-        "range without 0": (
-            lambda w, b, g: my_group_rtn_solution(w, b, g, clamp_zero=False)),
-        "in place": lambda w, b, g: w.copy_(my_group_rtn_solution(w, b, g)),
-        "no rounding": lambda w, b, g: w.clone(),
-    },
-    lesson08.check_wanda: {
-        "the library": lambda w, x, a: w * sparse.row_mask(
-            sparse.wanda_scores(w, x.norm(dim=0)), amount=a),
-        "magnitude alone": lambda w, x, a: my_wanda_prune_solution(
-            w, x, a, use_norms=False),
-        "ranked across the layer": lambda w, x, a: my_wanda_prune_solution(
-            w, x, a, per_row=False),
-        "squared norms": lambda w, x, a: my_wanda_prune_solution(w, x, a, squared=True),
-        "mean |x| (AWQ's statistic) for the norm": lambda w, x, a: _prune_rows(
-            w.abs() * x.abs().mean(0), w, a),
-        "keeps the lowest": lambda w, x, a: w - my_wanda_prune_solution(w, x, a),
     },
     lesson05.check_train_step: {
         "the library": lambda s, t, x, y, o: train_step_solution(
