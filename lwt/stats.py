@@ -159,5 +159,31 @@ def speedup(
     return Speedup(statistics.median(base) / statistics.median(new), lo, hi)
 
 
+def target_verdict(
+    value: float,
+    low: float,
+    high: float,
+    *,
+    at_most: float | None = None,
+    at_least: float | None = None,
+) -> str:
+    """A target against a measured ``value`` and its interval ``[low, high]``.
+
+    "reached" when the whole interval is on the target's side of the limit, "not
+    reached" when all of it is on the other side; when the interval spans the limit,
+    "reached within noise" or "missed within noise", by the side ``value`` is on.
+    Pass exactly one limit: ``at_most`` (e.g. accuracy lost ≤ 0.01) or ``at_least``
+    (e.g. a speed-up ≥ 1.3)."""
+    if (at_most is None) == (at_least is None):
+        raise ValueError("pass exactly one of at_most and at_least")
+    if at_most is not None:
+        ok, clear, wrong = value <= at_most, high <= at_most, low > at_most
+    else:
+        ok, clear, wrong = value >= at_least, low >= at_least, high < at_least
+    if clear or wrong:
+        return "reached" if clear else "not reached"
+    return "reached within noise" if ok else "missed within noise"
+
+
 __all__ = ["Paired", "Speedup", "correct_mask", "mcnemar", "paired_difference",
-           "speedup", "wilson_interval"]  # fmt: skip
+           "speedup", "target_verdict", "wilson_interval"]  # fmt: skip

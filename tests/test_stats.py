@@ -66,3 +66,18 @@ def test_paired_difference_by_hand():
     mean, lo, hi = stats.paired_difference(a, b)
     # d = (0, 1, 0, -1): mean 0, sd sqrt(2/3), half-width 1.96 * sd / 2
     assert mean == 0 and hi == pytest.approx(1.96 * (2 / 3) ** 0.5 / 2) and lo == -hi
+
+
+def test_target_verdict_reads_the_interval_against_the_limit():
+    v = stats.target_verdict
+    # accuracy lost, target <= 1.0 pt (notebook 08's cases)
+    assert v(0.0026, -0.0002, 0.0054, at_most=0.01) == "reached"
+    assert v(0.0063, 0.0025, 0.0101, at_most=0.01) == "reached within noise"
+    assert v(0.0131, 0.0079, 0.0183, at_most=0.01) == "missed within noise"
+    assert v(0.03, 0.02, 0.04, at_most=0.01) == "not reached"
+    # speed-up, target >= 1.3x
+    assert v(1.39, 1.38, 1.40, at_least=1.3) == "reached"
+    assert v(1.30, 1.27, 1.31, at_least=1.3) == "reached within noise"
+    assert v(1.12, 1.11, 1.14, at_least=1.3) == "not reached"
+    with pytest.raises(ValueError, match="exactly one"):
+        v(1.0, 0.9, 1.1)
