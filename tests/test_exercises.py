@@ -12,6 +12,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,7 @@ from lwt.exercises import (
 from lwt.oneshot import groupwise, sparse
 from lwt.pruning import surgery, unstructured
 from lwt.quantization import integer, primitives
-from lwt.sharing import huffman, kmeans
+from lwt.sharing import huffman, kmeans, sparse_index
 from lwt.transfer import rotations
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -276,6 +277,30 @@ def _wanda_across_layer(weight, x, amount):
     return weight * keep.view_as(weight)
 
 
+def _relative_indices(mask, bits, *, filler_skips=None, count_from=-1):
+    """Relative indices with switches for the usual slips (a filler's skip, where
+    counting starts)."""
+    big = 2**bits - 1
+    skip = big if filler_skips is None else filler_skips
+    out, last = [], count_from
+    for p in np.flatnonzero(np.asarray(mask).ravel()):
+        run = int(p) - last - 1
+        while run >= skip if filler_skips is None else run > skip:
+            out.append(big)
+            run -= skip
+        out.append(run)
+        last = int(p)
+    return out
+
+
+def _trailing_coded(mask, bits):
+    """Also codes the zeros after the last weight as fillers."""
+    flat = np.asarray(mask).ravel()
+    nz = np.flatnonzero(flat)
+    trailing = flat.size - 1 - (int(nz[-1]) if nz.size else -1)
+    return _relative_indices(mask, bits) + [2**bits - 1] * (trailing // (2**bits - 1))
+
+
 CASES = {
     (lesson00.check_conv_cost, "conv_cost_solution"): {
         "the library": lambda conv, shape: (
@@ -383,6 +408,18 @@ CASES = {
         "zero counts coded": lambda counts: huffman.code_lengths(
             [max(c, 1) for c in counts]
         ),
+    },
+    (lesson06.check_relative_indices, "my_relative_indices_solution"): {
+        "the library": lambda m, b: sparse_index.relative_indices(np.asarray(m), b),
+        "absolute positions": lambda m, b: list(np.flatnonzero(np.asarray(m).ravel())),
+        "differences, not zeros skipped": lambda m, b: _relative_indices(
+            m, b, count_from=0
+        ),
+        "a filler skips 2^b - 2": lambda m, b: _relative_indices(
+            m, b, filler_skips=2**b - 2
+        ),
+        "no fillers": lambda m, b: [min(r, 2**b - 1) for r in _relative_indices(m, 16)],
+        "trailing zeros coded": _trailing_coded,
     },
     (lesson07.check_front, "my_pareto_front"): {
         "the library": pareto.pareto_front,

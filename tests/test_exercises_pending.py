@@ -1,17 +1,15 @@
 """Checks whose notebooks do not carry the solutions yet: the second passes of lessons
-03, 05 and 06 (their notebooks are re-executed once, after all their changes). The
+03 and 05 (their notebooks are re-executed once, after all their changes). The
 solutions the notebooks will carry pass, and each known-wrong answer is rejected with a
 reason. When a notebook carries its solutions, its cases move to ``CASES`` in
 ``test_exercises.py``."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lwt import distill, lowrank
-from lwt.exercises import lesson03, lesson05, lesson06
-from lwt.sharing import sparse_index
+from lwt.exercises import lesson03, lesson05
 
 
 def _kd(s, t, y, T=4.0, alpha=0.9):
@@ -35,20 +33,6 @@ def train_step_solution(student, teacher, x, y, opt, *, eval_teacher=True,
     value.backward()
     opt.step()
     return value
-
-
-def relative_indices_solution(mask, bits, *, filler_skips=None, count_from=-1):
-    big = 2**bits - 1
-    skip = big if filler_skips is None else filler_skips
-    out, last = [], count_from
-    for p in np.flatnonzero(np.asarray(mask).ravel()):
-        run = int(p) - last - 1
-        while run >= skip if filler_skips is None else run > skip:
-            out.append(big)
-            run -= skip
-        out.append(run)
-        last = int(p)
-    return out
 
 
 def _svd_split(layer, r):
@@ -95,22 +79,7 @@ def my_layerwise_solution(model, ranks, batches, steps, lr, *, order=sorted,
 def test_the_solutions_pass(capsys):
     assert lesson03.check_layerwise(my_layerwise_solution)
     assert lesson05.check_train_step(train_step_solution)
-    assert lesson06.check_relative_indices(relative_indices_solution)
-    assert capsys.readouterr().out.count("pass: ") == 3
-
-
-def _trailing_coded(mask, bits):
-    """Also codes the zeros after the last weight as fillers."""
-    flat = np.asarray(mask).ravel()
-    nz = np.flatnonzero(flat)
-    trailing = flat.size - 1 - (int(nz[-1]) if nz.size else -1)
-    return relative_indices_solution(mask, bits) + [2**bits - 1] * (
-        trailing // (2**bits - 1)
-    )
-
-
-def _library(mask, bits):
-    return sparse_index.relative_indices(np.asarray(mask), bits)
+    assert capsys.readouterr().out.count("pass: ") == 2
 
 
 WRONG = {
@@ -142,17 +111,6 @@ WRONG = {
             s, t, x, y, o, loss=lambda a, b, c: F.cross_entropy(a, c)),
         "teacher on another batch": lambda s, t, x, y, o: train_step_solution(
             s, t, x.flip(0), y, o),
-    },
-    lesson06.check_relative_indices: {
-        "the library": _library,
-        "absolute positions": lambda m, b: list(np.flatnonzero(np.asarray(m).ravel())),
-        "differences, not zeros skipped": lambda m, b: relative_indices_solution(
-            m, b, count_from=0),
-        "a filler skips 2^b - 2": lambda m, b: relative_indices_solution(
-            m, b, filler_skips=2**b - 2),
-        "no fillers": lambda m, b: [
-            min(r, 2**b - 1) for r in relative_indices_solution(m, 16)],
-        "trailing zeros coded": _trailing_coded,
     },
 }  # fmt: skip
 CASES = [(c, n, f) for c, wrongs in WRONG.items() for n, f in wrongs.items()]

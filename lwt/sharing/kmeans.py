@@ -9,8 +9,9 @@ Compression. ICLR 2016, §3):
 
 Centroid initialisation matters (Han §3.2, compared in §6.2): *linear* (evenly spaced
 between the smallest and largest weight; their best "in all cases except at 3 bits":
-it keeps the rare large weights), *density* (evenly spaced quantiles of the weights)
-and *random* (k weights drawn at random).
+it keeps the rare large weights), *density* (the weights' CDF spaced evenly on its y
+axis and read back on the x axis: ``C_i = F⁻¹((i + ½)/k)``, quantiles that never sit on
+the extremes) and *random* (k weights drawn at random).
 
 Fine-tuning trains the centroids, not the weights: the gradient of centroid ``C_k``
 is the sum of the gradients of the weights in its cluster (Han eq. 3),
@@ -49,8 +50,9 @@ def init_centroids(values: Tensor, k: int, *, init: str = "linear", seed: int = 
     v = values.detach().flatten().double()
     if init == "linear":
         return torch.linspace(v.min().item(), v.max().item(), k, dtype=torch.float64)
-    if init == "density":  # evenly spaced on the CDF's y axis
-        ranks = torch.linspace(0, v.numel() - 1, k).round().long()
+    if init == "density":  # the CDF read at evenly spaced levels: F^-1((i + 1/2) / k)
+        levels = (torch.arange(k, dtype=torch.float64) + 0.5) / k
+        ranks = (levels * v.numel() - 0.5).round().long().clamp(0, v.numel() - 1)
         return v.sort().values[ranks]
     g = torch.Generator().manual_seed(seed)
     return v[torch.randperm(v.numel(), generator=g)[:k]].sort().values

@@ -36,6 +36,18 @@ def test_kmeans_reproduces_han_figure_3(init):
     assert torch.equal(labels[0], torch.tensor([3, 0, 2, 1]))
 
 
+def test_density_init_reads_the_cdf_at_evenly_spaced_levels():
+    """Han §3.2: C_i = F^-1((i + 1/2) / k). On 0..99 with k = 4 the levels 1/8, 3/8,
+    5/8, 7/8 read 12, 37, 62, 87 (not 0 and 99: linear's ends)."""
+    v = torch.arange(100.0).flip(0)  # order does not matter
+    dens = kmeans.init_centroids(v, 4, init="density")
+    assert dens.tolist() == [12.0, 37.0, 62.0, 87.0]
+    lin = kmeans.init_centroids(v, 4, init="linear")
+    assert lin[0] == v.min() and lin[-1] == v.max() and not torch.equal(dens, lin)
+    skew = torch.cat([torch.zeros(80), torch.linspace(1, 10, 20)])  # 80 % at 0
+    assert kmeans.init_centroids(skew, 4, init="density").tolist()[:3] == [0, 0, 0]
+
+
 def test_kmeans_two_clusters_and_bad_input():
     c, lab = kmeans.kmeans_1d(torch.tensor([1.0, 1.1, 5.0, 5.2]), 2)
     assert torch.allclose(c, torch.tensor([1.05, 5.1])) and lab.tolist() == [0, 0, 1, 1]
