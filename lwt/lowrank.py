@@ -11,7 +11,8 @@ Conv2d ``W (T × S × kh × kw)`` — Tucker-2 on the channel modes (Kim et al. 
 
 HOSVD takes U_T, U_S as the leading left singular vectors of the mode-0 / mode-1
 unfoldings and ``C = W ×₀ U_Tᵀ ×₁ U_Sᵀ``; HOOI (TensorLy ``partial_tucker``) refines
-them. Conv2d — CP of rank R (Lebedev et al. 2015), by CP-ALS (TensorLy ``parafac``):
+them. Conv2d — CP of rank R (Lebedev et al. 2015, who fit it by non-linear least
+squares), here by CP-ALS (TensorLy ``parafac``):
 
     W[t, s, u, v] ≈ Σ_r a[t, r] b[s, r] c[u, r] d[v, r]
     →  1×1 S → R (b) → depthwise kh×1 (c) → depthwise 1×kw (d) → 1×1 R → T (a)
@@ -20,8 +21,9 @@ Every factor is a real, smaller ``nn.Linear``/``nn.Conv2d`` (stride, padding and
 dilation kept on the spatial convs; the original bias on the last layer), created on
 the layer's device and dtype. ``factorize`` replaces layers of any model (everything is
 checked before the model is touched); ``layerwise_factorize`` is the layer-wise
-procedure with fine-tuning of the later layers (Zhang et al. 2016; Jaderberg et al.
-2014). Depends only on ``torch`` (and ``tensorly`` for HOOI/CP, imported lazily).
+procedure with fine-tuning of the later layers (Denton et al. 2014; Jaderberg et al.
+2014 and Zhang et al. 2016 fit each factored layer to its own original responses
+instead). Depends only on ``torch`` (and ``tensorly`` for HOOI/CP, imported lazily).
 
 References: Xue, Li, Gong. Restructuring of deep neural network acoustic models with
 singular value decomposition. Interspeech 2013. Denton, Zaremba, Bruna, LeCun, Fergus.
@@ -231,7 +233,7 @@ def tucker2_conv(
 def cp_conv(
     conv: nn.Conv2d, rank: int, *, n_iter_max: int = 200, seed: int = 0
 ) -> nn.Sequential:
-    """Rank-R CP of the kernel by CP-ALS (Lebedev et al. 2015; TensorLy ``parafac``).
+    """Rank-R CP of the kernel by CP-ALS (TensorLy ``parafac``; Lebedev et al.: NLS).
 
     ``W[t, s, u, v] ≈ Σ_r a[t, r] b[s, r] c[u, r] d[v, r]``, started from the HOSVD
     factors (random columns from ``seed`` where a mode is shorter than R); each term's
@@ -555,8 +557,9 @@ def layerwise_factorize(
     method: str = "auto",
     target: str | None = None,
 ) -> nn.Module:
-    """Factorize layer by layer, fine-tuning the later layers after each (Zhang et al.
-    2016; Jaderberg et al. 2014).
+    """Factorize layer by layer, fine-tuning the later layers after each (Denton et al.
+    2014; Jaderberg et al. 2014 and Zhang et al. 2016 reconstruct each layer's own
+    responses instead).
 
     With a frozen copy ``f`` of the original, for each layer of ``ranks`` in forward
     order: replace it (its factors are then fixed), then train the parameters of the
