@@ -315,7 +315,7 @@ def test_adamw_finetune_resumes_its_own_run_only(untrained_cct, capsys):
 
     from lwt.recipes import _common
 
-    cfg = _quick("cct-cifar-heads", batch_size=64, epochs=2)
+    cfg = _quick("cct-cifar-heads", batch_size=64, epochs=2, alpha=0.0)
     first = copy.deepcopy(untrained_cct)
     try:
         epochs, row = _common.adamw_finetune(first, cfg, epochs_scale=1.0, subset=64,
@@ -334,6 +334,34 @@ def test_adamw_finetune_resumes_its_own_run_only(untrained_cct, capsys):
         next(other.parameters()).add_(1.0)  # another starting model
     _common.adamw_finetune(other, cfg, epochs_scale=1.0, subset=64, quiet=False)
     assert "resumed" not in capsys.readouterr().out
+
+
+def test_adamw_finetune_distils_from_the_teacher_it_is_given(untrained_cct):
+    """alpha > 0: the loss is Distiller's against the given teacher (recorded in the
+    row), the teacher's weights do not move, and without a teacher it refuses."""
+    import copy
+
+    from lwt.recipes import _common
+
+    cfg = _quick("cct-cifar-heads", batch_size=64, epochs=1, alpha=1.0, T=1.0)
+    student = copy.deepcopy(untrained_cct)
+    with pytest.raises(ValueError, match="teacher"):
+        _common.adamw_finetune(student, cfg, epochs_scale=1.0, subset=64, quiet=True)
+    teacher = copy.deepcopy(untrained_cct)
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    before = copy.deepcopy(teacher.state_dict())
+    try:
+        _, row = _common.adamw_finetune(student, cfg, epochs_scale=1.0, subset=64,
+                                        quiet=True, teacher=teacher)  # fmt: skip
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not available")
+    assert row["distilled"] == {"teacher": "cct-cifar", "T": 1.0, "alpha": 1.0}
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert not torch.equal(student.state_dict()["fc.weight"],
+                           untrained_cct.state_dict()["fc.weight"])  # fmt: skip
+    assert set(student.state_dict()) == set(untrained_cct.state_dict())  # no prefix
 
 
 def test_run_heads_removes_half_the_heads_and_rebuilds_from_arch(untrained_cct):

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from .. import cpu, data, models, train
+from .. import cpu, data, distill, models, train
 
 
 @runtime_checkable
@@ -193,6 +193,10 @@ class TransformerFinetune:
     batch_size: int = 128
     precision: str = "auto"  # "auto": bf16 autocast on CUDA or an AMX-BF16 CPU
     seed: int = 0
+    # distillation from the uncompressed base during the fine-tune (lwt.distill's
+    # loss: alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE); alpha = 0: none
+    alpha: float = 0.0
+    T: float = 1.0
 
 
 def precision_of(config: object) -> str:
@@ -230,28 +234,44 @@ def adamw_finetune(
     epochs_scale: float,
     subset: int | None,
     quiet: bool,
+    teacher: nn.Module | None = None,
 ) -> tuple[int, dict]:
     """Fine-tune a compressed transformer by ``config`` on its seeded training data;
     returns the epochs run and the schedule row for the manifest. Resumable
     (``train.train_resumable``): the state file's name hashes the config, the epochs,
-    the subset and the compressed model it starts from."""
+    the subset and the compressed model it starts from.
+
+    With ``config.alpha > 0`` the loss is :class:`lwt.distill.Distiller`'s against
+    ``teacher`` (the uncompressed base, frozen; required then) on the same augmented
+    batch; otherwise cross-entropy with label smoothing 0.1."""
+    if config.alpha > 0 and teacher is None:
+        raise ValueError(f"config.alpha={config.alpha} needs a teacher")
     precision = precision_of(config)
     loader = seeded_loader(config.model, config.seed, subset, config.batch_size)
     epochs = scaled(config.epochs, epochs_scale)
     opt, sched = train.adamw_cosine(model, epochs * len(loader), lr=config.lr,
                                     weight_decay=config.weight_decay,
                                     warmup=0)  # fmt: skip
-    loss = nn.CrossEntropyLoss(label_smoothing=0.1)
     key = [asdict(config), epochs, subset, _fingerprint(model)]
     state = resume_path(f"{config.model}-{config.METHOD}", key)
     # channels_last, as in the from-scratch recipe: on a CPU the tokenizer's max-pool is
     # slow in NCHW (notebook 08's inference profile); the weights are the same numbers
     model.to(memory_format=torch.channels_last)
-    history = train.train_resumable(model, loader, epochs, opt, sched, state=state,
+    net: nn.Module = model
+    loss = nn.CrossEntropyLoss(label_smoothing=0.1)
+    if config.alpha > 0:
+        teacher.to(memory_format=torch.channels_last)
+        net = distill.Distiller(model, teacher, T=config.T, alpha=config.alpha)
+        loss = net.loss
+    history = train.train_resumable(net, loader, epochs, opt, sched, state=state,
                                     loss_fn=loss, precision=precision,
                                     quiet=quiet)  # fmt: skip
     model.to(memory_format=torch.contiguous_format)
     seconds = round(sum(row["seconds"] for row in history))
-    return epochs, {"epochs": epochs, "lr": config.lr, "optimizer": "AdamW, cosine",
-                    "precision": precision, "memory_format": "channels_last",
-                    "train_seconds_all_sessions": seconds}  # fmt: skip
+    row = {"epochs": epochs, "lr": config.lr, "optimizer": "AdamW, cosine",
+           "precision": precision, "memory_format": "channels_last",
+           "train_seconds_all_sessions": seconds}  # fmt: skip
+    if config.alpha > 0:
+        row["distilled"] = {"teacher": config.base, "T": config.T,
+                            "alpha": config.alpha}  # fmt: skip
+    return epochs, row

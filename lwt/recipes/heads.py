@@ -1,7 +1,10 @@
 """Attention-head pruning of a shipped transformer, then fine-tuning (Michel et al.
 2019): head importances from calibration batches, the globally least important
 fraction ``amount`` of all heads removed for real (at least one kept per layer), and
-a short AdamW fine-tune of the smaller model.
+a short AdamW fine-tune of the smaller model — with ``alpha > 0`` distilled from the
+unpruned base (as Muralidharan et al. 2024, "Compact Language Models via Pruning and
+Knowledge Distillation", retrain pruned LLMs: distillation from the model before
+pruning).
 
 The kept heads per layer are recorded in the manifest (``arch``) so that loading
 rebuilds the smaller shapes without ranking anything.
@@ -9,6 +12,7 @@ rebuilds the smaller shapes without ranking anything.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -47,12 +51,14 @@ def run(
     """Score the heads, remove the least important, fine-tune."""
     batches = calibration_batches(config.model, config.calibration, config.seed)
     model = base.cpu().eval()
+    teacher = copy.deepcopy(model) if config.alpha > 0 else None  # before removal
     scores = pruning.head_importance(model, batches)
     keep = pruning.heads_to_keep(scores, config.amount)
     pruning.prune_heads(model, keep)
     epochs, row = adamw_finetune(
-        model, config, epochs_scale=epochs_scale, subset=subset, quiet=quiet
-    )
+        model, config, epochs_scale=epochs_scale, subset=subset, quiet=quiet,
+        teacher=teacher,
+    )  # fmt: skip
     importance = {p: [round(float(v), 6) for v in s] for p, s in scores.items()}
     schedule = [{"importance": importance, "removed": config.amount}, row]
     return Result(model.cpu().eval(), epochs, arch={"keep": keep}, schedule=schedule)
