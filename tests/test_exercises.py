@@ -277,6 +277,47 @@ def _wanda_across_layer(weight, x, amount):
     return weight * keep.view_as(weight)
 
 
+def _svd_split(layer, r):
+    u, sv, vh = torch.linalg.svd(layer.weight.detach(), full_matrices=False)
+    first = torch.nn.Linear(layer.in_features, r, bias=False)
+    second = torch.nn.Linear(r, layer.out_features)
+    first.weight.data = (sv[:r].sqrt()[:, None] * vh[:r]).clone()
+    second.weight.data = (u[:, :r] * sv[:r].sqrt()).clone()
+    second.bias.data = layer.bias.detach().clone()
+    return torch.nn.Sequential(first, second)
+
+
+def _layerwise(model, ranks, batches, steps, lr, *, order=sorted,
+               train_all=False, eval_mode=True, task=False):  # fmt: skip
+    """Denton et al.'s procedure on an nn.Sequential; switches make the usual slips."""
+    import copy
+
+    original = copy.deepcopy(model).eval()
+    model.train(not eval_mode)
+    with torch.no_grad():
+        targets = [original(x) for x in batches]
+    for name in order(ranks, key=int):
+        i = int(name)
+        model[i] = _svd_split(model[i], ranks[name])
+        later = model if train_all else model[i + 1 :]
+        params = [p for p in later.parameters()]
+        if train_all:
+            params = [p for j, m in enumerate(model) if j != i for p in m.parameters()]
+        if not params:
+            continue
+        opt = torch.optim.Adam(params, lr=lr)
+        for step in range(steps):
+            x, t = batches[step % len(batches)], targets[step % len(batches)]
+            opt.zero_grad()
+            if task:
+                loss = F.cross_entropy(model(x), t.argmax(1))
+            else:
+                loss = F.mse_loss(model(x), t)
+            loss.backward()
+            opt.step()
+    return model
+
+
 def _relative_indices(mask, bits, *, filler_skips=None, count_from=-1):
     """Relative indices with switches for the usual slips (a filler's skip, where
     counting starts)."""
@@ -408,6 +449,24 @@ CASES = {
         "zero counts coded": lambda counts: huffman.code_lengths(
             [max(c, 1) for c in counts]
         ),
+    },
+    (lesson03.check_layerwise, "my_layerwise_solution"): {
+        "the library": lambda m, r, b, s, lr: lowrank.layerwise_factorize(
+            m, r, b, steps=s, lr=lr, method="svd"
+        ),
+        "reverse order": lambda m, r, b, s, lr: _layerwise(
+            m, r, b, s, lr, order=lambda d, key: sorted(d, key=key, reverse=True)
+        ),
+        "earlier layers trained too": lambda m, r, b, s, lr: _layerwise(
+            m, r, b, s, lr, train_all=True
+        ),
+        "training mode (dropout on)": lambda m, r, b, s, lr: _layerwise(
+            m, r, b, s, lr, eval_mode=False
+        ),
+        "task loss instead of reconstruction": lambda m, r, b, s, lr: _layerwise(
+            m, r, b, s, lr, task=True
+        ),
+        "no fine-tuning": lambda m, r, b, s, lr: _layerwise(m, r, b, 0, lr),
     },
     (lesson06.check_relative_indices, "my_relative_indices_solution"): {
         "the library": lambda m, b: sparse_index.relative_indices(np.asarray(m), b),
