@@ -277,16 +277,6 @@ def _wanda_across_layer(weight, x, amount):
     return weight * keep.view_as(weight)
 
 
-def _svd_split(layer, r):
-    u, sv, vh = torch.linalg.svd(layer.weight.detach(), full_matrices=False)
-    first = torch.nn.Linear(layer.in_features, r, bias=False)
-    second = torch.nn.Linear(r, layer.out_features)
-    first.weight.data = (sv[:r].sqrt()[:, None] * vh[:r]).clone()
-    second.weight.data = (u[:, :r] * sv[:r].sqrt()).clone()
-    second.bias.data = layer.bias.detach().clone()
-    return torch.nn.Sequential(first, second)
-
-
 def _layerwise(model, ranks, batches, steps, lr, *, order=sorted,
                train_all=False, eval_mode=True, task=False):  # fmt: skip
     """Denton et al.'s procedure on an nn.Sequential; switches make the usual slips."""
@@ -298,11 +288,10 @@ def _layerwise(model, ranks, batches, steps, lr, *, order=sorted,
         targets = [original(x) for x in batches]
     for name in order(ranks, key=int):
         i = int(name)
-        model[i] = _svd_split(model[i], ranks[name])
-        later = model if train_all else model[i + 1 :]
-        params = [p for p in later.parameters()]
-        if train_all:
-            params = [p for j, m in enumerate(model) if j != i for p in m.parameters()]
+        model[i] = SOLUTIONS["my_svd_split_solution"](model[i], ranks[name])
+        others = [m for j, m in enumerate(model) if j != i]
+        later = others if train_all else model[i + 1 :]
+        params = [p for m in later for p in m.parameters()]
         if not params:
             continue
         opt = torch.optim.Adam(params, lr=lr)

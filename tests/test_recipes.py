@@ -364,6 +364,22 @@ def test_adamw_finetune_distils_from_the_teacher_it_is_given(untrained_cct):
     assert set(student.state_dict()) == set(untrained_cct.state_dict())  # no prefix
 
 
+def test_teacher_for_copies_the_base_before_compression(untrained_cct):
+    """Both transformer methods take their teacher from teacher_for: None without
+    distillation, else a copy in eval mode that later in-place changes do not reach."""
+    import copy
+
+    from lwt.recipes import _common
+
+    base = copy.deepcopy(untrained_cct)
+    assert _common.teacher_for(_quick("cct-cifar-2of4"), base) is None
+    teacher = _common.teacher_for(_quick("cct-cifar-2of4", alpha=0.5), base)
+    assert teacher is not base and not teacher.training
+    with torch.no_grad():
+        next(base.parameters()).zero_()
+    assert not torch.equal(next(teacher.parameters()), next(base.parameters()))
+
+
 def test_run_heads_removes_half_the_heads_and_rebuilds_from_arch(untrained_cct):
     import copy
 

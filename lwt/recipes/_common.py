@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -197,6 +198,13 @@ class TransformerFinetune:
     # loss: alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE); alpha = 0: none
     alpha: float = 0.0
     T: float = 1.0
+
+
+def teacher_for(config: TransformerFinetune, base: nn.Module) -> nn.Module | None:
+    """A frozen copy of the uncompressed ``base`` when ``config.alpha > 0`` (taken
+    before a method compresses ``base`` in place), else None: the ``teacher`` that
+    :func:`adamw_finetune` distils from."""
+    return copy.deepcopy(base).cpu().eval() if config.alpha > 0 else None
 
 
 def precision_of(config: object) -> str:

@@ -12,14 +12,19 @@ rebuilds the smaller shapes without ranking anything.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import nn
 
 from .. import models, pruning
-from ._common import Result, TransformerFinetune, adamw_finetune, calibration_batches
+from ._common import (
+    Result,
+    TransformerFinetune,
+    adamw_finetune,
+    calibration_batches,
+    teacher_for,
+)
 
 
 @dataclass(frozen=True)
@@ -50,8 +55,8 @@ def run(
 ) -> Result:
     """Score the heads, remove the least important, fine-tune."""
     batches = calibration_batches(config.model, config.calibration, config.seed)
+    teacher = teacher_for(config, base)  # before the heads are removed
     model = base.cpu().eval()
-    teacher = copy.deepcopy(model) if config.alpha > 0 else None  # before removal
     scores = pruning.head_importance(model, batches)
     keep = pruning.heads_to_keep(scores, config.amount)
     pruning.prune_heads(model, keep)

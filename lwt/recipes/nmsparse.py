@@ -16,7 +16,13 @@ from typing import ClassVar
 from torch import nn
 
 from .. import models, oneshot, pruning
-from ._common import Result, TransformerFinetune, adamw_finetune, calibration_batches
+from ._common import (
+    Result,
+    TransformerFinetune,
+    adamw_finetune,
+    calibration_batches,
+    teacher_for,
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ def run(
     """Prune in one shot, fine-tune with the masks fixed, make them permanent."""
     layers = [n for n in oneshot.linear_layers(base) if n.startswith(config.prefix)]
     batches = calibration_batches(config.model, config.calibration, config.seed)
+    teacher = teacher_for(config, base)  # before the one-shot pruning
     model = oneshot.prune_oneshot(base.cpu().eval(), batches, method=config.method,
                                   amount=config.amount, n=config.n, m=config.m,
                                   layers=layers)  # fmt: skip
@@ -65,8 +72,9 @@ def run(
         layer = model.get_submodule(name)
         pruning.set_mask(layer, layer.weight.detach() != 0)
     epochs, row = adamw_finetune(
-        model, config, epochs_scale=epochs_scale, subset=subset, quiet=quiet
-    )
+        model, config, epochs_scale=epochs_scale, subset=subset, quiet=quiet,
+        teacher=teacher,
+    )  # fmt: skip
     pruning.make_permanent(model)
     pattern = f"{config.n}:{config.m}" if config.n else f"{config.amount:.0%}"
     schedule = [{"pruned": config.method, "pattern": pattern, "layers": len(layers),
