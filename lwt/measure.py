@@ -489,8 +489,8 @@ class Ledger:
 
         Each row has its own colour and marker, named in one legend beside the plots
         (labels next to the points collide when rows nearly coincide, e.g. one model
-        in two runtimes). Log x axes with plain-number ticks; ``title`` heads the
-        figure.
+        in two runtimes). Log x axes with plain-number ticks (1-2-5, or every integer
+        step where fewer than three would show); ``title`` heads the figure.
         """
         import matplotlib.pyplot as plt
         from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
@@ -509,7 +509,11 @@ class Ledger:
             ax.set_xscale("log")
             ax.set_xlim(min(xs) / 1.4, max(xs) * 1.4)
             ax.margins(y=0.1)  # markers at the extremes stay whole
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            lo, hi = ax.get_xlim()
+            subs = (1.0, 2.0, 5.0)  # 1-2-5 ticks; every integer step when < 3 fit
+            if sum(lo <= s * 10.0**e <= hi for e in range(-3, 9) for s in subs) < 3:
+                subs = tuple(float(s) for s in range(1, 10))
+            ax.xaxis.set_major_locator(LogLocator(subs=subs))
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(label)

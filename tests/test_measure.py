@@ -111,6 +111,19 @@ def test_ledger_plot_names_every_row_in_one_legend():
         assert len(colors) == 3
 
 
+def test_ledger_plot_labels_at_least_three_ticks_on_a_narrow_log_axis():
+    ledger = measure.Ledger((1, 2, 2), repeats=4, rounds=2)
+    batches = [(torch.randn(5, 1, 2, 2), torch.randint(0, 3, (5,)))]
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    for name, size in (("a", 874_000), ("b", 1_106_000), ("c", 1_121_000)):
+        ledger.measure(name, model, batches, payload=b"x" * size)  # 874-1121 KB
+    fig = ledger.plot()
+    fig.canvas.draw()
+    lo, hi = fig.axes[0].get_xlim()
+    shown = [t for t in fig.axes[0].xaxis.get_major_ticks() if lo <= t.get_loc() <= hi]
+    assert len(shown) >= 3 and all(t.label1.get_text() for t in shown)
+
+
 def test_ledger_factors_against_a_baseline_row():
     big = nn.Sequential(nn.Flatten(), nn.Linear(4, 30), nn.Linear(30, 3))
     small = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
