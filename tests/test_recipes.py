@@ -396,3 +396,25 @@ def test_run_heads_removes_half_the_heads_and_rebuilds_from_arch(untrained_cct):
     rebuilt = recipes.build("cct-cifar-heads", result.arch)
     rebuilt.load_state_dict(result.model.state_dict())
     assert [b.attn.heads for b in rebuilt.blocks] == [len(k) for k in keep.values()]
+
+
+def test_equivariant_width_sweep_builds_both_networks_and_matches_macs():
+    from lwt import transfer
+
+    z36 = recipes.build("rotmnist-z2cnn-w36", {})
+    p9 = recipes.build("rotmnist-p4cnn", {})
+    assert isinstance(z36, models.Z2CNN) and isinstance(p9, transfer.P4CNN)
+    macs = [measure.count_macs(m, (1, 28, 28)) for m in (z36, p9)]
+    assert abs(macs[0] / macs[1] - 1) < 0.01  # the arithmetic control: equal MACs
+    z20 = recipes.build("rotmnist-z2cnn-w20-s1", {})  # seed 1 of the shipped width
+    plain = models.create_model("z2cnn")
+    assert measure.count_params(z20) == measure.count_params(plain)
+    assert recipes.config("rotmnist-z2cnn-w20-s1").seed == 1
+    widths = {"z2": (10, 14, 20, 28, 36), "p4": (3, 4, 6, 9, 12)}
+    for group, shipped in (("z2", 20), ("p4", 9)):
+        for c in widths[group]:
+            for s in (0, 1, 2):
+                name = f"rotmnist-{group}cnn-w{c}" + (f"-s{s}" if s else "")
+                if s == 0 and c == shipped:
+                    name = f"rotmnist-{group}cnn"
+                assert name in recipes.SHIPPED, name

@@ -129,6 +129,16 @@ SHIPPED: dict[str, object] = {
         lr=0.05,
         weight_decay=1e-4,
     ),
+    # LeNet-5 (issue 30): the large-kernel case. conv2 (5x5) by Tucker-2 at half its
+    # channels, fc1 (800 -> 500, 93 % of the weights) by SVD at rank 32, as
+    # lenet300-svd's fc1; ranks fixed beforehand by those rules, not tuned on a result
+    "lenet5-tucker": factorized.Config(
+        "lenet5",
+        ranks={"conv2": [10, 25], "fc1": 32},
+        epochs=5,
+        lr=0.05,
+        weight_decay=5e-4,
+    ),
     "resnet20-tucker": factorized.Config(
         "resnet20",
         # layer3 holds 3/4 of the parameters: it keeps 11/16 of its channels as ranks,
@@ -169,6 +179,18 @@ SHIPPED: dict[str, object] = {
     # free weights (9 fields x 4 rotations per layer: 20,539 vs 21,630 parameters)
     "rotmnist-z2cnn": scratch.Config("z2cnn", **_ROTMNIST),
     "rotmnist-p4cnn": equivariant.Config("z2cnn", group="p4", channels=9, **_ROTMNIST),
+    # the width sweep (issue 30): both networks at other widths under the same recipe
+    # (seed 0: -w<width>; seeds 1 and 2 of every width, the two above included:
+    # -w<width>-s<seed>); z2cnn-w36 has the MACs of rotmnist-p4cnn (9.46 vs 9.48 MMACs)
+    **{
+        f"rotmnist-{g}cnn-w{c}" + (f"-s{s}" if s else ""): equivariant.Config(
+            "z2cnn", group=g, channels=c, seed=s, **_ROTMNIST
+        )  # the dataset is z2cnn's
+        for g, widths in (("z2", (10, 14, 20, 28, 36)), ("p4", (3, 4, 6, 9, 12)))
+        for c in widths
+        for s in (0, 1, 2)
+        if s or (g, c) not in {("z2", 20), ("p4", 9)}  # seed 0: the two above
+    },
     # knowledge distillation (notebook 05): students <= 20 % of ResNet-20, the
     # baseline's recipe and budget, without and with the teacher
     **_students("student", "mobilenet"),

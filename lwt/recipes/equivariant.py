@@ -2,7 +2,9 @@
 
 The plain model's from-scratch recipe (``scratch``), with ``lwt.transfer.P4CNN`` (the
 same layout on p4 or p4m feature maps, ``channels`` fields per layer) in its place:
-the same data, epochs, rates and seed.
+the same data, epochs, rates and seed. ``group="z2"`` (translations only: an ordinary
+convolution) trains the plain ``lwt.models.Z2CNN`` at ``channels`` filters per layer,
+so a width sweep of both networks runs under one recipe (notebook 04).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import ClassVar
 
 from torch import nn
 
-from .. import transfer
+from .. import models, transfer
 from ._common import FromScratch, fresh_run
 
 
@@ -29,7 +31,9 @@ METHOD = Config.METHOD
 
 
 def build(config: Config, arch: dict) -> nn.Module:
-    """The equivariant network (random weights)."""
+    """The equivariant network (random weights); the plain CNN for ``group="z2"``."""
+    if config.group == "z2":
+        return models.Z2CNN(config.channels)
     return transfer.P4CNN(config.channels, group=config.group)
 
 
