@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lwt import distill, latency, lowrank, measure, pareto
+from lwt import distill, latency, lowrank, measure, pareto, transfer
 from lwt.exercises import (
     lesson00,
     lesson01,
@@ -193,6 +193,19 @@ def _svd_unbalanced(layer, rank):
 
 def _p4(**kw):
     return lambda w: lesson04._variant(w, **kw)
+
+
+def _pair(z):
+    return torch.relu(torch.cat([z, -z], 1))
+
+
+def _on_z(mistake):
+    return lambda layer, x: mistake(layer.bn(layer.conv(x)))
+
+
+def _crelu_cost_by_lwt(i, o, k, h, w):
+    layer = transfer.CReLUConv2d(i, o, k, padding=k // 2)
+    return layer.conv.weight.numel(), measure.count_macs(layer, (i, h, w))
 
 
 def _kd(mistake):
@@ -406,6 +419,30 @@ CASES = {
         "shifted the other way": _p4(shift=-1),
         "not shifted": _p4(shift=0),
         "rows r-major": _p4(rows_r_first=True),
+    },
+    (lesson04.check_crelu_forward, "my_crelu_forward_solution"): {
+        "the library": lambda layer, x: layer(x),
+        "the library's forward": transfer.CReLUConv2d.forward,
+        "BN left out": lambda layer, x: _pair(layer.conv(x)),
+        "batch statistics in eval mode": lambda layer, x: _pair(
+            F.batch_norm(
+                layer.conv(x), None, None, layer.bn.weight, layer.bn.bias, True
+            )
+        ),
+        **{m: _on_z(f) for m, f in lesson04.CRELU_MISTAKES.items()},
+    },
+    (lesson04.check_crelu_cost, "my_crelu_cost_solution"): {
+        "the library": _crelu_cost_by_lwt,
+        "every filter counted": lambda i, o, k, h, w: (i * o * k * k,) * 2,
+        "MACs per position": lambda i, o, k, h, w: (i * o // 2 * k * k,) * 2,
+        "the negation counted": lambda i, o, k, h, w: (
+            i * o // 2 * k * k,
+            (i * k * k + 1) * o // 2 * h * w,
+        ),
+        "BN's weights counted": lambda i, o, k, h, w: (
+            i * o // 2 * k * k + o,
+            i * o // 2 * k * k * h * w,
+        ),
     },
     (lesson05.check_kd_loss, "my_kd_loss_solution"): {
         "the library": distill.kd_loss,

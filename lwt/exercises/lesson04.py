@@ -1,6 +1,10 @@
-"""Check of notebook 04 (transferred filters): the p4 filter bank.
+"""Checks of notebook 04 (transferred filters): CReLU's forward and cost, the p4 bank.
 
-Rule the check enforces (and the notebook states):
+CReLU (Shang et al. 2016): ``z = BN(conv(x))`` with ``C/2`` learned filters, output
+``ReLU(cat([z, −z], dim=1))``; weights ``C_in · C/2 · k²`` and MACs
+``C_in · C/2 · k² · H · W`` for an ``H × W`` output (the negation costs none).
+
+p4 bank, the rule the check enforces (and the notebook states):
 ``bank[o·4 + r, i·4 + h] = rot90(w[o, i, (h − r) mod 4], r)`` with ``torch.rot90``'s
 direction (counter-clockwise for r = 1 in the dims (−2, −1)); a group convolution built
 with the bank is equivariant: turning the input by 90° turns the output and shifts its
@@ -14,8 +18,100 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..transfer import rotations
+from .. import measure
+from ..transfer import CReLUConv2d, rotations
 from ._check import Guard, attempt, expect_tensor, fail, verdict
+
+CRELU_MISTAKES: dict[str, Callable] = {
+    "the halves swapped: cat([−z, z])": lambda z: torch.relu(torch.cat([-z, z], 1)),
+    "no ReLU: the pair itself": lambda z: torch.cat([z, -z], 1),
+    "ReLU before the negation: cat([ReLU(z), −ReLU(z)])": lambda z: torch.cat(
+        [torch.relu(z), -torch.relu(z)], 1
+    ),
+    "concatenated on the batch dim (dim=0), not the channels": lambda z: torch.relu(
+        torch.cat([z, -z], 0)
+    ),
+}
+
+
+def _crelu_cases() -> list[tuple[str, CReLUConv2d, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    cases = []
+    for name, (cin, cout, k, hw, train) in {
+        "(3 → 16, 3×3) in eval mode, BN statistics moved": (3, 16, 3, 8, False),
+        "(8 → 6, 5×5) in training mode (batch statistics)": (8, 6, 5, 7, True),
+        "(4 → 2, 1×1) in eval mode": (4, 2, 1, 5, False),
+    }.items():
+        torch.manual_seed(len(cases))
+        layer = CReLUConv2d(cin, cout, k, padding=k // 2)
+        with torch.no_grad():
+            layer.bn.weight.uniform_(0.5, 1.5)
+            layer.bn.bias.uniform_(-0.5, 0.5)
+            layer.bn.running_mean.uniform_(-0.3, 0.3)
+            layer.bn.running_var.uniform_(0.5, 2.0)
+        layer.train(train)
+        cases.append((name, layer, torch.randn(2, cin, hw, hw, generator=gen)))
+    return cases
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+def check_crelu_forward(fn: Callable) -> bool:
+    """Compare ``fn(layer, x)`` with ``layer(x)`` for lwt's ``CReLUConv2d`` layers
+    (eval and training mode, 1×1 to 5×5), naming the likely mistake; the layer's own
+    forward is hidden while ``fn`` runs (use ``layer.conv`` and ``layer.bn``)."""
+
+    def body() -> str:
+        for name, layer, x in _crelu_cases():
+            state = {k: v.clone() for k, v in layer.state_dict().items()}
+            mine = attempt("my_crelu_forward", Guard(["transfer"]), fn, layer, x)
+            layer.load_state_dict(state)  # training mode moved the running stats
+            with torch.no_grad():
+                ref = layer(x)
+                z = layer.bn(layer.conv(x))
+            layer.load_state_dict(state)
+            expect_tensor(mine, ref.shape, "shape of the output", name)
+            if not torch.allclose(mine, ref, atol=1e-5):
+                hint = next(
+                    (m for m, f in CRELU_MISTAKES.items() if _same(mine, f(z))),
+                    "z = layer.bn(layer.conv(x)); ReLU(cat([z, −z], dim=1))",
+                )
+                fail("your output differs from CReLUConv2d's", case=name, hint=hint)
+        return ("your forward equals CReLUConv2d's in 3 layers (eval and training "
+                "mode): C outputs from C/2 learned filters")  # fmt: skip
+
+    return verdict(body)
+
+
+def check_crelu_cost(fn: Callable) -> bool:
+    """Compare ``fn(in_channels, out_channels, kernel_size, h_out, w_out) ->
+    (weights, MACs)`` of a stride-1 CReLU layer with an ``h_out × w_out`` output with
+    lwt's count (conv weights; ``measure.count_macs``, hidden while ``fn`` runs)."""
+
+    def body() -> str:
+        cases = [(3, 16, 3, 32, 32), (16, 32, 3, 16, 16), (1, 20, 5, 28, 28),
+                 (8, 6, 1, 7, 9)]  # fmt: skip
+        for cin, cout, k, h, w in cases:
+            layer = CReLUConv2d(cin, cout, k, padding=k // 2)
+            want = (layer.conv.weight.numel(), measure.count_macs(layer, (cin, h, w)))
+            guard = Guard(["transfer", "measure.py"])
+            got = attempt("my_crelu_cost", guard, fn, cin, cout, k, h, w)
+            name = f"{cin} → {cout} channels, {k}×{k}, {h}×{w} output"
+            pair = tuple(map(int, got)) if isinstance(got, (tuple, list)) else None
+            if pair is None or len(pair) != 2 or pair != want:
+                full, half = cin * cout * k * k, cout // 2 * h * w
+                hint = {
+                    (full, full * h * w): "all C filters counted: only C/2 are learned",
+                    (want[0], want[1] // (h * w)): "MACs per position: multiply by H·W",
+                    (want[0], want[1] + half): "the negation is a sign flip, no MACs",
+                }.get(pair, "weights C_in·(C/2)·k², MACs C_in·(C/2)·k²·H·W")
+                fail("(weights, MACs) differ", case=name, expected=want, got=got,
+                     hint=hint)  # fmt: skip
+        return "your weight and MAC counts equal lwt's for 4 layers"
+
+    return verdict(body)
 
 
 def _variant(
@@ -100,4 +196,4 @@ def check_p4_bank(fn: Callable) -> bool:
     return verdict(body)
 
 
-__all__ = ["check_p4_bank"]
+__all__ = ["check_crelu_cost", "check_crelu_forward", "check_p4_bank"]
