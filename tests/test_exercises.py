@@ -208,6 +208,36 @@ def _crelu_cost_by_lwt(i, o, k, h, w):
     return layer.conv.weight.numel(), measure.count_macs(layer, (i, h, w))
 
 
+def _kd_step(s, t, y, T=4.0, alpha=0.9):
+    soft = F.kl_div(
+        F.log_softmax(s / T, 1),
+        F.log_softmax(t / T, 1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return alpha * T * T * soft + (1 - alpha) * F.cross_entropy(s, y)
+
+
+def _step(student, teacher, x, y, opt, *, eval_teacher=True, no_grad=True,
+          zero=True, train_student=True, loss=_kd_step):  # fmt: skip
+    """The notebook's training step, with switches that reproduce the usual slips."""
+    student.train(train_student)
+    if eval_teacher:
+        teacher.eval()
+    with torch.no_grad() if no_grad else torch.enable_grad():
+        t = teacher(x)
+    if zero:
+        opt.zero_grad()
+    value = loss(student(x), t, y)
+    value.backward()
+    opt.step()
+    return value
+
+
+def _slip(**kw):
+    return lambda s, t, x, y, o: _step(s, t, x, y, o, **kw)
+
+
 def _kd(mistake):
     return lesson05.MISTAKES[
         next(m for m in lesson05.MISTAKES if m.startswith(mistake))
@@ -443,6 +473,15 @@ CASES = {
             i * o // 2 * k * k + o,
             i * o // 2 * k * k * h * w,
         ),
+    },
+    (lesson05.check_train_step, "my_train_step_solution"): {
+        "the library": _slip(loss=lambda a, b, c: distill.kd_loss(a, b, c)),
+        "teacher left in training mode": _slip(eval_teacher=False),
+        "teacher with gradients": _slip(no_grad=False),
+        "gradients never zeroed": _slip(zero=False),
+        "student in eval mode": _slip(train_student=False),
+        "labels only": _slip(loss=lambda a, b, c: F.cross_entropy(a, c)),
+        "teacher on another batch": lambda s, t, x, y, o: _step(s, t, x.flip(0), y, o),
     },
     (lesson05.check_kd_loss, "my_kd_loss_solution"): {
         "the library": distill.kd_loss,
