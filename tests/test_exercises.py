@@ -784,7 +784,10 @@ def test_check_design_judges_bytes_speed_and_prediction(tmp_path, capsys):
                 fp32, tmp_path / f"{name}-int8.onnx", [torch.randn(8, 3, 32, 32)]
             )
     kw = dict(dense=files["wide"], rounds=2, repeats=3)
-    assert not lesson07.check_design(files["wide"], 1.0, **kw)  # no speed-up at all
+    # the same file against itself: no speed-up. Two rounds of three runs on a shared
+    # CI core can still time a 1.5x ratio by chance, so the budget is one no timing
+    # noise reaches; the verdict's first line must name the speed-up
+    assert not lesson07.check_design(files["wide"], 1.0, min_speedup=100.0, **kw)
     assert "speed-up" in capsys.readouterr().out.split("\n")[0]
     assert not lesson07.check_design(files["thin"], 1e6, max_bytes=10, **kw)
     out = capsys.readouterr().out.split("\n")[0]
