@@ -510,10 +510,10 @@ class Ledger:
             ax.set_xlim(min(xs) / 1.4, max(xs) * 1.4)
             ax.margins(y=0.1)  # markers at the extremes stay whole
             lo, hi = ax.get_xlim()
-            subs = (1.0, 2.0, 5.0)  # 1-2-5 ticks; every integer step when < 3 fit
-            if sum(lo <= s * 10.0**e <= hi for e in range(-3, 9) for s in subs) < 3:
-                subs = tuple(float(s) for s in range(1, 10))
-            ax.xaxis.set_major_locator(LogLocator(subs=subs))
+            locator = LogLocator(subs=(1.0, 2.0, 5.0))  # every integer step if < 3 fit
+            if sum(lo <= t <= hi for t in locator.tick_values(lo, hi)) < 3:
+                locator = LogLocator(subs=tuple(float(s) for s in range(1, 10)))
+            ax.xaxis.set_major_locator(locator)
             ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(label)

@@ -183,13 +183,13 @@ SHIPPED: dict[str, object] = {
     # (seed 0: -w<width>; seeds 1 and 2 of every width, the two above included:
     # -w<width>-s<seed>); z2cnn-w36 has the MACs of rotmnist-p4cnn (9.46 vs 9.48 MMACs)
     **{
-        f"rotmnist-{g}cnn-w{c}" + (f"-s{s}" if s else ""): equivariant.Config(
+        equivariant.sweep_name(g, c, s): equivariant.Config(
             "z2cnn", group=g, channels=c, seed=s, **_ROTMNIST
         )  # the dataset is z2cnn's
-        for g, widths in (("z2", (10, 14, 20, 28, 36)), ("p4", (3, 4, 6, 9, 12)))
+        for g, widths in equivariant.WIDTHS.items()
         for c in widths
         for s in (0, 1, 2)
-        if s or (g, c) not in {("z2", 20), ("p4", 9)}  # seed 0: the two above
+        if s or c != equivariant.PAIR[g]  # seed 0 of the pair: the two above
     },
     # knowledge distillation (notebook 05): students <= 20 % of ResNet-20, the
     # baseline's recipe and budget, without and with the teacher
