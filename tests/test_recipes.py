@@ -418,3 +418,41 @@ def test_equivariant_width_sweep_builds_both_networks_and_matches_macs():
                 if s == 0 and c == shipped:
                     name = f"rotmnist-{group}cnn"
                 assert name in recipes.SHIPPED, name
+
+
+def test_a_tuple_of_rates_is_tuned_on_the_validation_split_and_keeps_the_best():
+    """One run per rate from the same seed; the kept model is the run with the best
+    validation accuracy, and it is that run's weights (retrained alone at the chosen
+    rate, it is bit-identical); the test set is never read to choose."""
+    from dataclasses import replace
+
+    cfg = replace(recipes.config("mlp800-scratch"), epochs=1, lr=(1e-4, 0.05),
+                  validation=1000)  # fmt: skip
+    try:
+        tuned = recipes.scratch.run(cfg, None, subset=512)
+    except FileNotFoundError:
+        pytest.skip("MNIST not available")
+    runs = tuned.schedule
+    assert [r["lr"] for r in runs] == [1e-4, 0.05]
+    assert all(0 <= r["validation_accuracy"] <= 1 for r in runs)
+    chosen = [r for r in runs if r["chosen"]]
+    assert len(chosen) == 1
+    best = max(r["validation_accuracy"] for r in runs)
+    assert chosen[0]["validation_accuracy"] == best
+    assert chosen[0]["lr"] == 0.05  # 1e-4 for one epoch of 4 steps barely moves
+    alone = recipes.scratch.run(replace(cfg, lr=0.05), None, subset=512)
+    assert alone.schedule[0]["validation_accuracy"] == chosen[0]["validation_accuracy"]
+    for (k, a), b in zip(tuned.model.state_dict().items(),
+                         alone.model.state_dict().values(), strict=True):  # fmt: skip
+        assert torch.equal(a, b), k
+
+
+def test_several_rates_need_a_validation_split():
+    from dataclasses import replace
+
+    cfg = replace(recipes.config("mlp800-scratch"), validation=0)
+    with pytest.raises(ValueError, match="validation"):
+        recipes.scratch.run(cfg, None, subset=64)
+    with pytest.raises(ValueError, match="one rate"):
+        recipes.transformer.run(replace(recipes.config("cct-cifar"), validation=100),
+                                None, subset=64)  # fmt: skip

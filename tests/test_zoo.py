@@ -158,6 +158,15 @@ def test_manifest_records_recipe_and_what_was_done():
         assert entry["dataset"] == recipes.dataset_of(name)
         path = zoo.checkpoint_dir() / entry["file"]
         assert zoo.sha256_of(path) == entry["sha256"]
+        rates = entry["recipe"].get("lr")
+        if isinstance(rates, list):  # tuned: one run per rate, the best on validation
+            runs = entry["schedule"]
+            assert entry["recipe"]["validation"] > 0, name
+            assert [r["lr"] for r in runs] == rates, name
+            chosen = [r for r in runs if r["chosen"]]
+            assert len(chosen) == 1, name
+            best = max(r["validation_accuracy"] for r in runs)
+            assert chosen[0]["validation_accuracy"] == best, name
         cfg = recipes.config(name)
         method = recipes.method(name)
         if isinstance(method, recipes.CodedMethod):  # its own format (.lwtc, .lwtq)

@@ -67,16 +67,22 @@ class Result:
 class FromScratch:
     """The settings every from-scratch recipe shares, read by :func:`train_fresh`. A
     method's ``Config`` subclasses it and adds its own fields after ``model``; the
-    training settings are keyword-only."""
+    training settings are keyword-only.
+
+    ``lr`` is one peak rate, or a tuple of rates tuned on ``validation`` training
+    images held out (:func:`lwt.data.split_validation`): one run per rate, same seed,
+    and the run with the best validation accuracy is the result.
+    """
 
     model: str
     _: KW_ONLY
     epochs: int
-    lr: float
+    lr: float | tuple[float, ...]
     weight_decay: float
     batch_size: int = 128
     shift: int | None = None  # random translations (pixels) instead of the default
     seed: int = 0
+    validation: int = 0  # training images held out, never trained on (0: none)
 
 
 def scaled(epochs: int, scale: float) -> int:
@@ -94,11 +100,55 @@ def seeded_loader(
     """Seed every generator (``train.set_seed``), then return the seeded training
     loader of ``model_name``'s dataset (which draws from its own generator);
     ``shift``: random translations instead of the dataset's default augmentation."""
+    return seeded_split(model_name, seed, subset, batch_size, shift)[0]
+
+
+def seeded_split(
+    model_name: str,
+    seed: int,
+    subset: int | None,
+    batch_size: int = 128,
+    shift: int | None = None,
+    validation: int = 0,
+) -> tuple[data.BatchLoader, data.BatchLoader | None]:
+    """:func:`seeded_loader` with ``validation`` training images held out:
+    ``(training loader, validation loader)``; the second is None when ``validation``
+    is 0."""
     train.set_seed(seed)
-    loader, _ = data.get_loaders(
-        models.dataset_of(model_name), batch_size, subset=subset, seed=seed, shift=shift
-    )
-    return loader
+    loaders = data.get_loaders(
+        models.dataset_of(model_name), batch_size, subset=subset, seed=seed,
+        shift=shift, validation=validation or None)  # fmt: skip
+    return loaders[0], (loaders[1] if validation else None)
+
+
+def rates_of(config: FromScratch) -> tuple[float, ...]:
+    """The peak rates ``config`` trains at: ``(lr,)``, or the tuple to tune over.
+
+    Raises:
+        ValueError: a tuple of rates without a validation split, or an empty one.
+    """
+    rates = config.lr if isinstance(config.lr, tuple) else (config.lr,)
+    if not rates or (len(rates) > 1 and config.validation <= 0):
+        raise ValueError(f"lr={config.lr!r}: several rates need validation > 0 "
+                         f"images to choose on, got {config.validation}")  # fmt: skip
+    return rates
+
+
+def _validation_score(model: nn.Module, batches: data.BatchLoader) -> dict:
+    """Accuracy and mean cross-entropy (nats) on the validation split; a diverged
+    run's NaN loss is reported as None (and ranks last)."""
+    device = next(model.parameters()).device
+    model.eval()
+    right, total, n = 0, 0.0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            out = model(x.to(device)).float().cpu()
+            total += nn.functional.cross_entropy(out, y, reduction="sum").item()
+            right += (out.argmax(1) == y).sum().item()
+            n += len(y)
+    loss = total / n
+    return {"validation_accuracy": round(right / n, 4),
+            "validation_loss": round(loss, 4) if loss == loss else None}  # fmt: skip
 
 
 def train_fresh(
@@ -111,23 +161,44 @@ def train_fresh(
     wrap: Callable[[nn.Module], tuple[nn.Module, Callable]] | None = None,
 ) -> Result:
     """The from-scratch recipe: seed, the training data of ``config.model`` (jittered by
-    ``config.shift`` pixels if not None), a fresh
-    ``make()`` (initialised after the seed is set, so every recipe of the same model
-    starts from the same weights), ``config.epochs`` of one-cycle SGD.
+    ``config.shift`` pixels if not None; ``config.validation`` images held out), a
+    fresh ``make()`` (initialised after the seed is set, so every recipe of the same
+    model starts from the same weights), ``config.epochs`` of one-cycle SGD.
+
+    With several rates (``config.lr`` a tuple) this runs once per rate from the same
+    seed and keeps the model with the highest validation accuracy (ties: the lower
+    validation loss); the schedule records every run's validation scores.
 
     ``wrap(model) -> (module to train, loss_fn)`` changes what is trained and how it
     is scored (a label-smoothed loss, a distiller around the model).
     """
-    loader = seeded_loader(
-        config.model, config.seed, subset, config.batch_size, config.shift
-    )
-    model = make()
-    net, loss_fn = wrap(model) if wrap is not None else (model, None)
+    runs: list[dict] = []
+    best: tuple | None = None  # (key, run, model)
     epochs = scaled(config.epochs, epochs_scale)
-    done = train.onecycle(net, loader, epochs, lr=config.lr,
-                          weight_decay=config.weight_decay, loss_fn=loss_fn,
-                          quiet=quiet)  # fmt: skip
-    return Result(model.cpu(), done)
+    for rate in rates_of(config):
+        loader, val = seeded_split(
+            config.model, config.seed, subset, config.batch_size, config.shift,
+            config.validation)  # fmt: skip
+        model = make()
+        net, loss_fn = wrap(model) if wrap is not None else (model, None)
+        done = train.onecycle(net, loader, epochs, lr=rate,
+                              weight_decay=config.weight_decay, loss_fn=loss_fn,
+                              quiet=quiet)  # fmt: skip
+        run = {"lr": rate, "epochs": done}
+        key = (0.0, 0.0)
+        if val is not None:
+            run |= _validation_score(model, val)
+            loss = run["validation_loss"]
+            key = (run["validation_accuracy"], -loss if loss is not None else -1e9)
+        runs.append(run)
+        if best is None or key > best[0]:
+            best = (key, run, model.cpu())
+    _, chosen, model = best
+    if config.validation <= 0:
+        return Result(model, chosen["epochs"])
+    for run in runs:
+        run["chosen"] = run is chosen
+    return Result(model, chosen["epochs"], schedule=runs)
 
 
 def retrainer(loader: data.BatchLoader, config, quiet: bool):  # noqa: ANN001, ANN201

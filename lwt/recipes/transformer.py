@@ -61,6 +61,10 @@ def run(
     quiet: bool = True,
 ) -> Result:
     """Train ``config.model`` from a seeded random initialisation."""
+    if isinstance(config.lr, tuple) or config.validation:
+        raise ValueError(f"a transformer recipe trains at one rate on the whole "
+                         f"training split: got lr={config.lr!r}, "
+                         f"validation={config.validation}")  # fmt: skip
     loader = seeded_loader(
         config.model, config.seed, subset, config.batch_size, config.shift
     )
