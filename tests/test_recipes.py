@@ -453,6 +453,13 @@ def test_several_rates_need_a_validation_split():
     cfg = replace(recipes.config("mlp800-scratch"), validation=0)
     with pytest.raises(ValueError, match="validation"):
         recipes.scratch.run(cfg, None, subset=64)
+    # checked before anything loads or trains, each naming the argument
+    for bad in (-1, True, "5000", None):
+        with pytest.raises(ValueError, match="validation must be an int"):
+            recipes.scratch.run(replace(cfg, validation=bad), None, subset=64)
+    for bad in ((), (0.1, 0.0), (0.1, float("nan")), (0.1, 0.1), [0.01, 0.1], -0.1):
+        with pytest.raises(ValueError, match="lr must be"):
+            recipes.scratch.run(replace(cfg, lr=bad, validation=100), None, subset=64)
     with pytest.raises(ValueError, match="one rate"):
         recipes.transformer.run(replace(recipes.config("cct-cifar"), validation=100),
                                 None, subset=64)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import KW_ONLY, asdict, dataclass, field
@@ -52,9 +53,12 @@ class Result:
 
     Attributes:
         model: the trained or compressed model (CPU or the training device).
-        epochs: total epochs over the training set, all stages together.
+        epochs: total epochs over the training set, all stages together, of the
+            model returned (a tuned recipe's discarded runs are not counted).
         arch: what ``build`` needs to recreate the shapes (e.g. kept widths).
-        schedule: the stages as run (sparsities, epochs, rates), for the record.
+        schedule: the stages as run (sparsities, epochs, rates), for the record; for
+            a recipe tuned on a validation split, one row per alternative run
+            (``chosen`` marks the one returned).
     """
 
     model: nn.Module
@@ -109,6 +113,7 @@ def seeded_split(
     subset: int | None,
     batch_size: int = 128,
     shift: int | None = None,
+    *,
     validation: int = 0,
 ) -> tuple[data.BatchLoader, data.BatchLoader | None]:
     """:func:`seeded_loader` with ``validation`` training images held out:
@@ -122,22 +127,38 @@ def seeded_split(
 
 
 def rates_of(config: FromScratch) -> tuple[float, ...]:
-    """The peak rates ``config`` trains at: ``(lr,)``, or the tuple to tune over.
+    """The peak rates ``config`` trains at: ``(lr,)``, or the tuple to tune over,
+    checked before anything is loaded or trained.
 
     Raises:
-        ValueError: a tuple of rates without a validation split, or an empty one.
+        ValueError: ``validation`` not an int >= 0; a rate that is not a finite
+            number > 0; an empty or repeating tuple; several rates without a
+            validation split.
     """
+    v = config.validation
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ValueError(f"validation must be an int >= 0 (0: none), got {v!r}")
     rates = config.lr if isinstance(config.lr, tuple) else (config.lr,)
-    if not rates or (len(rates) > 1 and config.validation <= 0):
+    ok = [isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r)
+          and r > 0 for r in rates]  # fmt: skip
+    if not rates or not all(ok) or len(set(rates)) != len(rates):
+        raise ValueError(f"lr must be a finite rate > 0 or a tuple of distinct ones, "
+                         f"got {config.lr!r}")  # fmt: skip
+    if len(rates) > 1 and v == 0:
         raise ValueError(f"lr={config.lr!r}: several rates need validation > 0 "
-                         f"images to choose on, got {config.validation}")  # fmt: skip
+                         f"images to choose on, got {v}")  # fmt: skip
     return rates
 
 
-def _validation_score(model: nn.Module, batches: data.BatchLoader) -> dict:
-    """Accuracy and mean cross-entropy (nats) on the validation split; a diverged
-    run's NaN loss is reported as None (and ranks last)."""
+def _validation_score(
+    model: nn.Module, batches: data.BatchLoader
+) -> tuple[dict[str, float | None], tuple[bool, int, float]]:
+    """Accuracy and mean cross-entropy (nats) on the validation split, rounded for
+    the record (a non-finite loss, a diverged run, is recorded as None), and the
+    exact ranking key ``(loss finite, images right, -loss)``: a run whose loss is
+    not finite ranks below every run whose loss is. The model's mode is restored."""
     device = next(model.parameters()).device
+    was_training = model.training
     model.eval()
     right, total, n = 0, 0.0, 0
     with torch.no_grad():
@@ -146,9 +167,12 @@ def _validation_score(model: nn.Module, batches: data.BatchLoader) -> dict:
             total += nn.functional.cross_entropy(out, y, reduction="sum").item()
             right += (out.argmax(1) == y).sum().item()
             n += len(y)
+    model.train(was_training)
     loss = total / n
-    return {"validation_accuracy": round(right / n, 4),
-            "validation_loss": round(loss, 4) if loss == loss else None}  # fmt: skip
+    finite = math.isfinite(loss)
+    record = {"validation_accuracy": round(right / n, 4),
+              "validation_loss": round(loss, 4) if finite else None}  # fmt: skip
+    return record, (finite, right, -loss if finite else -math.inf)
 
 
 def train_fresh(
@@ -166,30 +190,31 @@ def train_fresh(
     model starts from the same weights), ``config.epochs`` of one-cycle SGD.
 
     With several rates (``config.lr`` a tuple) this runs once per rate from the same
-    seed and keeps the model with the highest validation accuracy (ties: the lower
-    validation loss); the schedule records every run's validation scores.
+    seed and keeps the model with the most validation images right (ties: the lower
+    validation loss; exact ties keep the earlier rate; a run whose loss is not finite
+    ranks last); the schedule records every run's validation scores. With one rate and
+    ``validation > 0`` the schedule holds that one run, marked chosen.
 
     ``wrap(model) -> (module to train, loss_fn)`` changes what is trained and how it
     is scored (a label-smoothed loss, a distiller around the model).
     """
     runs: list[dict] = []
-    best: tuple | None = None  # (key, run, model)
+    best: tuple[tuple, dict, nn.Module] | None = None  # (key, run, model)
     epochs = scaled(config.epochs, epochs_scale)
     for rate in rates_of(config):
         loader, val = seeded_split(
             config.model, config.seed, subset, config.batch_size, config.shift,
-            config.validation)  # fmt: skip
+            validation=config.validation)  # fmt: skip
         model = make()
         net, loss_fn = wrap(model) if wrap is not None else (model, None)
         done = train.onecycle(net, loader, epochs, lr=rate,
                               weight_decay=config.weight_decay, loss_fn=loss_fn,
                               quiet=quiet)  # fmt: skip
         run = {"lr": rate, "epochs": done}
-        key = (0.0, 0.0)
+        key: tuple = (True, 0, 0.0)
         if val is not None:
-            run |= _validation_score(model, val)
-            loss = run["validation_loss"]
-            key = (run["validation_accuracy"], -loss if loss is not None else -1e9)
+            record, key = _validation_score(model, val)
+            run |= record
         runs.append(run)
         if best is None or key > best[0]:
             best = (key, run, model.cpu())

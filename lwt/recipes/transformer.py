@@ -49,7 +49,10 @@ def build(config: Config, arch: dict) -> nn.Module:
 
 def state_path(config: Config, epochs: int, subset: int | None) -> Path:
     """Where this run's resume state lives (one file per config, epochs and subset)."""
-    return resume_path(config.model, [asdict(config), epochs, subset])
+    settings = asdict(config)
+    if settings.get("validation") == 0:  # the field's default: keep older runs' names
+        del settings["validation"]
+    return resume_path(config.model, [settings, epochs, subset])
 
 
 def run(
@@ -61,7 +64,7 @@ def run(
     quiet: bool = True,
 ) -> Result:
     """Train ``config.model`` from a seeded random initialisation."""
-    if isinstance(config.lr, tuple) or config.validation:
+    if isinstance(config.lr, tuple) or config.validation != 0:
         raise ValueError(f"a transformer recipe trains at one rate on the whole "
                          f"training split: got lr={config.lr!r}, "
                          f"validation={config.validation}")  # fmt: skip
