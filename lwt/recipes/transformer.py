@@ -49,10 +49,7 @@ def build(config: Config, arch: dict) -> nn.Module:
 
 def state_path(config: Config, epochs: int, subset: int | None) -> Path:
     """Where this run's resume state lives (one file per config, epochs and subset)."""
-    settings = asdict(config)
-    if settings.get("validation") == 0:  # the field's default: keep older runs' names
-        del settings["validation"]
-    return resume_path(config.model, [settings, epochs, subset])
+    return resume_path(config.model, [asdict(config), epochs, subset])
 
 
 def run(
