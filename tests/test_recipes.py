@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 
 import pytest
@@ -209,16 +210,46 @@ def test_run_deepc_keeps_the_pruning_and_ships_a_decodable_file():
     except FileNotFoundError:
         pytest.skip("MNIST not available")
     assert result.epochs == 2 and len(result.schedule) == 2
-    model = result.model
+    model, shared = result.model, result.schedule[-1]
+    # the widths were chosen on the held-out test images, after the further pruning,
+    # by the recorded sweep and the rule (sharing.choose_bits)
+    sweep = {n: {int(b): e for b, e in row.items()}
+             for n, row in shared["sweep_errors"].items()}  # fmt: skip
+    assert shared["bits"] == sharing.choose_bits(
+        sweep, shared["unshared_errors"], slack=cfg.slack
+    )
+    assert set(shared["bits"]) == {"fc1", "fc2", "fc3"}
+    assert shared["chosen_on"].startswith("5000 test images")
     for n, m in pruning.prunable_layers(model).items():
         assert m.weight[zeros[n]].eq(0).all(), n  # pruned stays pruned
         nz = m.weight[m.weight != 0]
-        assert nz.unique().numel() <= 2 ** cfg.bits[n]
+        assert nz.unique().numel() <= 2 ** shared["bits"][n]
     assert (model.fc1.weight == 0).float().mean() == pytest.approx(0.95, abs=1e-3)
     blob = deepc.to_bytes(model)
     assert sharing.compress(model) == blob
     state = deepc.from_bytes(blob)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [({"bits": {"fc1": 3}}, "leave bits empty"),
+     ({"choose_on_test": 0}, "bits is empty"),
+     ({"choose_on_test": -1}, r"choose_on_test must be in \[0, 9999\]"),
+     ({"choose_on_test": 10000}, r"choose_on_test must be in \[0, 9999\]"),
+     ({"candidates": ()}, "candidates must be widths in 1..16"),
+     ({"candidates": (2, 17)}, "candidates must be widths in 1..16"),
+     ({"slack": -1}, "slack must be >= 0")],
+)  # fmt: skip
+def test_deepc_refuses_bad_settings_before_anything_trains(change, match):
+    from lwt.recipes import deepc
+
+    base = models.create_model("lenet300")
+    before = copy.deepcopy(base.state_dict())
+    cfg = dataclasses.replace(recipes.config("lenet300-deepc"), **change)
+    with pytest.raises(ValueError, match=match):
+        deepc.run(cfg, base, epochs_scale=0.01, subset=64)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
 
 
 def test_every_method_module_declares_the_protocol_the_zoo_uses():

@@ -1,6 +1,7 @@
 """Weight sharing and coding (重み共有・符号化): fewer distinct weights, fewer bits.
 
 - ``kmeans``: per-layer k-means codebooks and codebook fine-tuning (Deep Compression).
+- ``widths``: each layer's width chosen on held-out data (a sweep and a rule).
 - ``sparse_index``: relative indices of the nonzeros, with filler entries.
 - ``huffman``: canonical Huffman codes and fixed-width bit packing.
 - ``streams``: one symbol stream, at fixed width or Huffman-coded, whichever is smaller.
@@ -11,7 +12,16 @@
 Copy this folder into your project to use it: it depends only on torch and numpy.
 """
 
-from . import circulant, fileformat, hashing, huffman, kmeans, sparse_index, streams
+from . import (
+    circulant,
+    fileformat,
+    hashing,
+    huffman,
+    kmeans,
+    sparse_index,
+    streams,
+    widths,
+)
 from .circulant import CirculantLinear
 from .fileformat import compress, decompress, inspect, round_to_float16
 from .hashing import HashedLinear
@@ -24,12 +34,15 @@ from .kmeans import (
     shared_copy,
     unshare,
 )
+from .widths import bit_sweep, choose_bits
 
 __all__ = [
     "INITS",
     "CirculantLinear",
     "HashedLinear",
     "SharedWeight",
+    "bit_sweep",
+    "choose_bits",
     "circulant",
     "codebooks",
     "compress",
@@ -46,4 +59,5 @@ __all__ = [
     "sparse_index",
     "streams",
     "unshare",
+    "widths",
 ]

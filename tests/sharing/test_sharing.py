@@ -363,3 +363,65 @@ def test_malformed_lwtc_header_structure_is_refused():
                      "raw_dtype": "float32"}]):  # fmt: skip
         with pytest.raises(ValueError, match="header"):
             sharing.decompress(_lwtc_with_header(header, body=b"\0" * 16))
+
+
+# ---- widths: a sweep per layer and the narrowest width within a slack -------------
+
+
+def _two_layers() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def test_bit_sweep_scores_each_layer_alone_and_leaves_the_model_untouched():
+    model = _two_layers()
+    before = copy.deepcopy(model.state_dict())
+    original = {n: m.weight.detach().clone() for n, m in model.named_modules()
+                if isinstance(m, nn.Linear)}  # fmt: skip
+    seen = []
+
+    def score(m):  # the squared error of every layer's weights: only one may move
+        seen.append({n: float((x.weight.detach() - original[n]).pow(2).sum())
+                     for n, x in m.named_modules() if isinstance(x, nn.Linear)})
+        return sum(seen[-1].values())
+
+    sweep = sharing.bit_sweep(model, score, candidates=(3, 1, 2))
+    assert list(sweep) == ["0", "2"]
+    assert all(list(r) == [1, 2, 3] for r in sweep.values())
+    assert all(sorted(v == 0.0 for v in s.values()) == [False, True] for s in seen)
+    for row in sweep.values():  # more levels, smaller error (k-means, linear init)
+        assert row[1] > row[2] > row[3] > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_choose_bits_takes_the_narrowest_width_within_the_slack():
+    sweep = {"a": {1: 120.0, 2: 83.0, 3: 79.0, 4: 76.0, 5: 80.0},
+             "b": {1: 90.0, 2: 90.0, 3: 90.0}}  # fmt: skip
+    assert sharing.choose_bits(sweep, 77) == {"a": 4, "b": 3}  # b: none fits, widest
+    assert sharing.choose_bits(sweep, 77, slack=2) == {"a": 3, "b": 3}
+    assert sharing.choose_bits(sweep, 77, slack=13) == {"a": 2, "b": 1}
+    with pytest.raises(ValueError, match="slack"):
+        sharing.choose_bits(sweep, 77, slack=-1)
+    with pytest.raises(ValueError, match="slack"):
+        sharing.choose_bits(sweep, 77, slack=float("nan"))
+
+
+def test_bit_sweep_refuses_bad_input_before_scoring():
+    model = _two_layers()
+    calls = []
+
+    def score(m):
+        calls.append(1)
+        return 0.0
+
+    with pytest.raises(ValueError, match=r"layers names \['fc9'\]"):
+        sharing.bit_sweep(model, score, layers=["fc9"])
+    with pytest.raises(TypeError, match="layers"):
+        sharing.bit_sweep(model, score, layers="0")
+    with pytest.raises(ValueError, match="candidates must be in 1..16"):
+        sharing.bit_sweep(model, score, candidates=(2, 17))
+    with pytest.raises(TypeError, match="candidates must be an int"):
+        sharing.bit_sweep(model, score, candidates=(2.0,))
+    with pytest.raises(ValueError, match="at least one"):
+        sharing.bit_sweep(model, score, candidates=())
+    assert calls == []
