@@ -44,7 +44,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -556,6 +556,8 @@ def layerwise_factorize(
     lr: float = 1e-3,
     method: str = "auto",
     target: str | None = None,
+    loss: str = "reconstruction",
+    after_layer: Callable[[str, nn.Module], None] | None = None,
 ) -> nn.Module:
     """Factorize layer by layer, fine-tuning the later layers after each (Denton et al.
     2014; Jaderberg et al. 2014 and Zhang et al. 2016 reconstruct each layer's own
@@ -564,16 +566,27 @@ def layerwise_factorize(
     With a frozen copy ``f`` of the original, for each layer of ``ranks`` in forward
     order: replace it (its factors are then fixed), then train the parameters of the
     modules that run after it for ``steps`` Adam steps at ``lr`` over ``batches``
-    (cycled; tensors or ``(x, y)`` pairs) to minimise the MSE between the model's
-    and ``f``'s activations at module ``target`` (None: the model output). The
-    forward order comes from a forward pass of the first batch with hooks. Runs in
-    eval mode (BatchNorm statistics frozen, dropout off); train/eval flags and every
-    ``requires_grad`` are restored at the end (frozen parameters are never trained).
+    (cycled; tensors or ``(x, y)`` pairs) to minimise, with ``loss="reconstruction"``,
+    the MSE between the model's and ``f``'s activations at module ``target`` (None:
+    the model output), ``‖g(x) − f(x)‖² / n`` — no labels needed — or, with
+    ``loss="task"``, the cross-entropy of the model's output against the labels (the
+    batches must then be ``(x, y)`` pairs and ``target`` None). The forward order comes
+    from a forward pass of the first batch with hooks. Runs in eval mode (BatchNorm
+    statistics frozen, dropout off); train/eval flags and every ``requires_grad`` are
+    restored at the end (frozen parameters are never trained). ``after_layer(name,
+    model)``, if given, is called after each layer's fine-tune (e.g. to score it).
     """
+    if loss not in ("reconstruction", "task"):
+        raise ValueError(f"loss must be 'reconstruction' or 'task', got {loss!r}")
+    batches = list(batches)
+    if loss == "task" and (target is not None or not all(
+            isinstance(b, tuple | list) and len(b) == 2 for b in batches)):  # fmt: skip
+        raise ValueError("loss='task' needs (x, y) batches and target=None")
     plan = _plan(model, ranks, None, None, method, None)
     if any(kind in ("tucker2-hooi", "cp") for _, kind, _ in plan.values()):
         import tensorly  # noqa: F401  (fail now, not after some layers changed)
     xs = [b[0] if isinstance(b, tuple | list) else b for b in batches]
+    ys = [b[1] for b in batches] if loss == "task" else None
     if not xs:
         raise ValueError("batches is empty")
     reference = copy.deepcopy(model).eval()
@@ -585,8 +598,11 @@ def layerwise_factorize(
     order = _forward_order(reference, xs[0], plan)
     if missing := [n for n in plan if n not in order]:
         raise ValueError(f"layers not called by the forward pass: {missing}")
-    with torch.no_grad():
-        wanted = [_activation(reference, target, x) for x in xs]
+    if ys is None:
+        with torch.no_grad():
+            wanted = [_activation(reference, target, x) for x in xs]
+    else:
+        wanted = ys
 
     modes = {n: m.training for n, m in model.named_modules()}
     trainable = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -602,6 +618,8 @@ def layerwise_factorize(
                 if trainable.get(f"{n}.{k}" if n else k, False)  # shared: once
             ]
             if not params or steps <= 0:
+                if after_layer is not None:
+                    after_layer(name, model)
                 continue
             model.requires_grad_(False)
             for p in params:
@@ -610,10 +628,14 @@ def layerwise_factorize(
             data = itertools.cycle(zip(xs, wanted, strict=True))
             for _, (x, y) in zip(range(steps), data, strict=False):
                 opt.zero_grad(set_to_none=True)
-                loss = nn.functional.mse_loss(_activation(model, target, x), y)
-                loss.backward()
+                out = _activation(model, target, x)
+                value = (nn.functional.mse_loss(out, y) if ys is None
+                         else nn.functional.cross_entropy(out, y))  # fmt: skip
+                value.backward()
                 opt.step()
             opt.zero_grad(set_to_none=True)
+            if after_layer is not None:
+                after_layer(name, model)
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(trainable.get(n, True))

@@ -384,3 +384,37 @@ def test_tensorly_backend_restored_and_other_methods_in_factorize():
     assert len(model[0]) == 4 and len(model[9]) == 2
     total = sum(p.numel() for p in model.parameters())
     assert total < sum(p.numel() for p in tiny_cnn().parameters())
+
+
+def test_layerwise_task_loss_fits_the_labels_and_reports_each_layer():
+    """loss='task': the later layers train on the labels (cross-entropy), not on the
+    original's outputs; after_layer sees every layer once, in forward order."""
+    torch.manual_seed(0)
+    original = nn.Sequential(nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(),
+                             nn.Linear(12, 4)).eval()  # fmt: skip
+    x = torch.randn(64, 16)
+    y = torch.randint(0, 4, (64,))
+    batches = [(x, y)]
+    seen = []
+    model = lr.layerwise_factorize(
+        copy.deepcopy(original), {"2": 3, "0": 4}, batches, steps=200, lr=1e-2,
+        loss="task", after_layer=lambda name, m: seen.append((name, m.training)),
+    )  # fmt: skip
+    assert seen == [("0", False), ("2", False)]
+    ce = lambda m: nn.functional.cross_entropy(m(x), y).item()  # noqa: E731
+    fit = lr.layerwise_factorize(copy.deepcopy(original), {"2": 3, "0": 4}, batches,
+                                 steps=200, lr=1e-2)  # reconstruction  # fmt: skip
+    assert ce(model) < ce(fit) and ce(model) < ce(original)
+
+
+def test_layerwise_refuses_a_task_loss_without_labels_before_changing_anything():
+    model = tiny_mlp()
+    snap = snapshot(model)
+    with pytest.raises(ValueError, match="loss must be"):
+        lr.layerwise_factorize(model, {"0": 3}, [torch.randn(8, 16)], loss="mse")
+    with pytest.raises(ValueError, match=r"needs \(x, y\) batches"):
+        lr.layerwise_factorize(model, {"0": 3}, [torch.randn(8, 16)], loss="task")
+    with pytest.raises(ValueError, match="target=None"):
+        lr.layerwise_factorize(model, {"0": 3}, [(torch.randn(8, 16), torch.zeros(8))],
+                               loss="task", target="3")  # fmt: skip
+    assert_same(model, snap)

@@ -494,3 +494,59 @@ def test_several_rates_need_a_validation_split():
     with pytest.raises(ValueError, match="one rate"):
         recipes.transformer.run(replace(recipes.config("cct-cifar"), validation=100),
                                 None, subset=64)  # fmt: skip
+
+
+def test_procedure_arms_differ_in_one_thing_each():
+    """Issue 30: the 2 x 2 x 3 comparison of notebook 03 changes only the procedure,
+    the loss and the seed; the ranks are resnet20-tucker's."""
+    arms = {n: recipes.config(n) for n in recipes.SHIPPED
+            if recipes.config(n).METHOD == "lowrank-procedure"}  # fmt: skip
+    assert len(arms) == 12
+    ref = arms["resnet20-tucker-lw-rec"]
+    assert ref.ranks == recipes.config("resnet20-tucker").ranks and len(ref.ranks) == 18
+    kinds = set()
+    for cfg in arms.values():
+        changed = {k for k, v in cfg.__dict__.items() if v != ref.__dict__[k]}
+        assert changed <= {"procedure", "loss", "seed"}
+        kinds.add((cfg.procedure, cfg.loss, cfg.seed))
+    assert len(kinds) == 12
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [({"procedure": "greedy"}, "procedure must be one of"),
+     ({"loss": "kl"}, "loss must be one of"),
+     ({"ranks": {}}, "ranks is empty"),
+     ({"steps": 0}, "steps must be >= 1")],
+)  # fmt: skip
+def test_procedure_refuses_bad_settings_before_anything_changes(change, match):
+    from lwt.recipes import procedure
+
+    base = models.create_model("resnet20")
+    before = copy.deepcopy(base.state_dict())
+    cfg = dataclasses.replace(recipes.config("resnet20-tucker-lw-rec"), **change)
+    with pytest.raises(ValueError, match=match):
+        procedure.run(cfg, base)
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
+
+
+@pytest.mark.parametrize("procedure_", ["layerwise", "all_at_once"])
+def test_procedure_run_records_a_held_out_curve(procedure_):
+    from lwt.recipes import procedure
+
+    ranks = {"layer1.0.conv1": [8, 8], "layer3.2.conv2": [44, 44]}
+    cfg = dataclasses.replace(
+        recipes.config("resnet20-tucker-lw-rec"),
+        ranks=ranks, procedure=procedure_, loss="task", eval_images=64,
+    )  # fmt: skip
+    try:
+        result = procedure.run(cfg, models.create_model("resnet20"), epochs_scale=0.1,
+                               subset=128)  # fmt: skip
+    except FileNotFoundError:
+        pytest.skip("CIFAR-10 not available")
+    curve = result.schedule[0]["curve"]
+    assert [c["step"] for c in curve] == [2, 4]  # 20 steps x 0.1 per layer
+    assert all(0.0 <= c["accuracy"] <= 1.0 for c in curve)
+    for name in ranks:
+        assert isinstance(result.model.get_submodule(name), nn.Sequential)
+    assert result.arch == {"ranks": ranks} and not result.model.training

@@ -191,6 +191,12 @@ def test_manifest_records_recipe_and_what_was_done():
             assert entry["epochs"] == cfg.epochs + cfg.qat_epochs
         elif cfg.METHOD == "weightonly":  # one-shot: no training
             assert entry["epochs"] == 0
+        elif cfg.METHOD == "lowrank-procedure":  # steps on cycled calibration images
+            assert entry["epochs"] == 0
+            curve = entry["schedule"][0]["curve"]
+            assert [c["step"] for c in curve] == [
+                cfg.steps * (k + 1) for k in range(len(cfg.ranks))
+            ], name
         else:
             assert entry["epochs"] == cfg.epochs
 

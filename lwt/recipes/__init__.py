@@ -37,6 +37,7 @@ from . import (
     heads,
     iterative,
     nmsparse,
+    procedure,
     qat,
     scratch,
     transferred,
@@ -64,8 +65,26 @@ METHODS: dict[str, ModuleType] = {
         weightonly,
         nmsparse,
         heads,
+        procedure,
     )
 }
+
+
+def _procedure_arms() -> dict[str, object]:
+    """``resnet20-tucker-{lw,aa}-{rec,task}[-s1|-s2]``: the 2 × 2 procedure
+    comparison of notebook 03, three seeds each."""
+    ranks = factorized.stage_ranks(
+        "resnet20", {"layer1": 0.5, "layer2": 0.5, "layer3": 0.6875}
+    )
+    arms = {}
+    for how, procedure_ in (("lw", "layerwise"), ("aa", "all_at_once")):
+        for what, loss in (("rec", "reconstruction"), ("task", "task")):
+            for seed in (0, 1, 2):
+                name = f"resnet20-tucker-{how}-{what}" + (f"-s{seed}" if seed else "")
+                arms[name] = procedure.Config(
+                    "resnet20", ranks=ranks, procedure=procedure_, loss=loss, seed=seed
+                )
+    return arms
 
 
 def _students(prefix: str, model: str) -> dict[str, object]:
@@ -151,6 +170,11 @@ SHIPPED: dict[str, object] = {
         lr=0.05,
         weight_decay=5e-4,
     ),
+    # the article's procedure against its alternatives (notebook 03): resnet20-tucker's
+    # ranks on all 18 block convs, layer by layer or all at once, fitting the original's
+    # logits or the labels; 20 Adam steps per layer (360 in all) on 2,560 calibration
+    # images, BatchNorm frozen in every arm; seeds 0-2 draw the calibration images
+    **_procedure_arms(),
     # transferred filters (notebook 04): the baseline's recipe, CReLU layers
     "resnet20-crelu": transferred.Config(
         "resnet20",
