@@ -589,6 +589,12 @@ def layerwise_factorize(
     ys = [b[1] for b in batches] if loss == "task" else None
     if not xs:
         raise ValueError("batches is empty")
+    if ys is not None and not all(
+        isinstance(y, Tensor) and not y.is_floating_point() and y.dim() == 1
+        and len(y) == len(x) for x, y in zip(xs, ys, strict=True)
+    ):  # fmt: skip
+        raise ValueError("batches: with loss='task' each y must be a 1-D integer "
+                         "tensor of class indices, one per input")  # fmt: skip
     reference = copy.deepcopy(model).eval()
     if target is not None:
         try:
@@ -602,6 +608,10 @@ def layerwise_factorize(
         with torch.no_grad():
             wanted = [_activation(reference, target, x) for x in xs]
     else:
+        with torch.no_grad():
+            classes = reference(xs[0]).shape[-1]
+        if any(y.min() < 0 or y.max() >= classes for y in ys):
+            raise ValueError(f"batches: class indices must be in [0, {classes - 1}]")
         wanted = ys
 
     modes = {n: m.training for n, m in model.named_modules()}
@@ -620,6 +630,7 @@ def layerwise_factorize(
             if not params or steps <= 0:
                 if after_layer is not None:
                     after_layer(name, model)
+                    model.eval()
                 continue
             model.requires_grad_(False)
             for p in params:
@@ -636,6 +647,7 @@ def layerwise_factorize(
             opt.zero_grad(set_to_none=True)
             if after_layer is not None:
                 after_layer(name, model)
+                model.eval()  # eval mode throughout, whatever the callback did
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(trainable.get(n, True))

@@ -414,7 +414,12 @@ def test_layerwise_refuses_a_task_loss_without_labels_before_changing_anything()
         lr.layerwise_factorize(model, {"0": 3}, [torch.randn(8, 16)], loss="mse")
     with pytest.raises(ValueError, match=r"needs \(x, y\) batches"):
         lr.layerwise_factorize(model, {"0": 3}, [torch.randn(8, 16)], loss="task")
+    labels = torch.zeros(8, dtype=torch.long)
     with pytest.raises(ValueError, match="target=None"):
-        lr.layerwise_factorize(model, {"0": 3}, [(torch.randn(8, 16), torch.zeros(8))],
+        lr.layerwise_factorize(model, {"0": 3}, [(torch.randn(8, 16), labels)],
                                loss="task", target="3")  # fmt: skip
+    for bad in (torch.zeros(8), labels[:4], labels.view(8, 1), labels + 5, labels - 1):
+        with pytest.raises(ValueError, match="batches"):
+            lr.layerwise_factorize(model, {"0": 3, "2": 3}, [(torch.randn(8, 16), bad)],
+                                   loss="task")  # fmt: skip
     assert_same(model, snap)

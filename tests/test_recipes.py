@@ -239,6 +239,10 @@ def test_run_deepc_keeps_the_pruning_and_ships_a_decodable_file():
      ({"choose_on_test": 10000}, r"choose_on_test must be in \[0, 9999\]"),
      ({"candidates": ()}, "candidates must be widths in 1..16"),
      ({"candidates": (2, 17)}, "candidates must be widths in 1..16"),
+     ({"choose_on_test": True}, "choose_on_test must be in"),
+     ({"slack": float("nan")}, "slack must be >= 0"),
+     ({"choose_on_test": 0, "bits": {"fc9": 3}}, r"bits names \['fc9'\]"),
+     ({"choose_on_test": 0, "bits": {"fc1": 0}}, "bits must be widths in 1..16"),
      ({"slack": -1}, "slack must be >= 0")],
 )  # fmt: skip
 def test_deepc_refuses_bad_settings_before_anything_trains(change, match):
@@ -246,7 +250,10 @@ def test_deepc_refuses_bad_settings_before_anything_trains(change, match):
 
     base = models.create_model("lenet300")
     before = copy.deepcopy(base.state_dict())
-    cfg = dataclasses.replace(recipes.config("lenet300-deepc"), **change)
+    cfg = dataclasses.replace(  # a further pruning step would train first
+        recipes.config("lenet300-deepc"), prune={"fc1": 0.95}, prune_steps=1,
+        prune_epochs=1, **change,
+    )  # fmt: skip
     with pytest.raises(ValueError, match=match):
         deepc.run(cfg, base, epochs_scale=0.01, subset=64)
     assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())
@@ -517,7 +524,9 @@ def test_procedure_arms_differ_in_one_thing_each():
     [({"procedure": "greedy"}, "procedure must be one of"),
      ({"loss": "kl"}, "loss must be one of"),
      ({"ranks": {}}, "ranks is empty"),
-     ({"steps": 0}, "steps must be >= 1")],
+     ({"steps": 0}, "steps must be >= 1"),
+     ({"lr": 0.0}, "lr must be > 0"),
+     ({"ranks": {"layer9.conv1": [4, 4]}}, r"ranks names \['layer9.conv1'\]")],
 )  # fmt: skip
 def test_procedure_refuses_bad_settings_before_anything_changes(change, match):
     from lwt.recipes import procedure

@@ -70,9 +70,11 @@ def chosen_bits(entry: dict) -> dict[str, int]:
     return {n: int(b) for n, b in entry["schedule"][-1]["bits"].items()}
 
 
-def _check(config: Config) -> None:
+def _check(config: Config, base: nn.Module) -> None:
     n_test = data.COUNTS[models.dataset_of(config.model)][1]
-    if not 0 <= config.choose_on_test < n_test:
+    chosen = config.choose_on_test
+    whole = isinstance(chosen, int) and not isinstance(chosen, bool)
+    if not whole or not 0 <= chosen < n_test:
         raise ValueError(f"choose_on_test must be in [0, {n_test - 1}] test images, "
                          f"got {config.choose_on_test}")  # fmt: skip
     if config.choose_on_test and not all(
@@ -84,8 +86,15 @@ def _check(config: Config) -> None:
                          f"leave bits empty, got {config.bits}")  # fmt: skip
     if not config.choose_on_test and not config.bits:
         raise ValueError("bits is empty: give {layer: bits} or choose_on_test > 0")
-    if config.slack < 0:
+    if not config.slack >= 0:  # NaN too
         raise ValueError(f"slack must be >= 0 errors, got {config.slack}")
+    layers = {n for n, m in base.named_modules()
+              if isinstance(m, nn.Conv2d | nn.Linear)}  # fmt: skip
+    if unknown := sorted(set(config.bits) - layers):
+        raise ValueError(f"bits names {unknown}; conv/linear layers: {sorted(layers)}")
+    if bad := {n: b for n, b in config.bits.items()
+               if isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 16}:
+        raise ValueError(f"bits must be widths in 1..16, got {bad}")  # fmt: skip
 
 
 def _choose(config: Config, base: nn.Module) -> tuple[dict[str, int], dict]:
@@ -129,7 +138,7 @@ def run(
 ) -> Result:
     """Prune further (optional), choose the widths (optional), share, fine-tune the
     codebooks, encode and decode."""
-    _check(config)
+    _check(config, base)
     loader = seeded_loader(config.model, config.seed, subset)
     schedule = []
     bits, record = dict(config.bits), {}
@@ -155,10 +164,11 @@ def run(
             )
         pruning.make_permanent(base)
     if config.choose_on_test:  # after any further pruning: the layers to be shared
-        was_training = base.training
+        modes = {n: m.training for n, m in base.named_modules()}
         with torch.no_grad():
             bits, record = _choose(config, base.cpu().eval())
-        base.train(was_training)
+        for n, m in base.named_modules():
+            m.training = modes[n]
     sharing.share_weights(base, bits)
     epochs = scaled(config.epochs, epochs_scale)
     train.finetune(base, loader, epochs=epochs, lr=config.lr,

@@ -11,6 +11,14 @@ optimizer, images and BatchNorm mode in every arm.
   network's logits and the original's (no labels), ``task`` the cross-entropy with
   the labels.
 
+What "layer by layer" means, beyond the order: a replaced layer's factors are fixed and
+only the layers after it train, with a fresh Adam per layer (the stem before the first
+factored layer never trains); all at once, every parameter, factors included, trains
+under one Adam. Layer by layer, each layer's ``steps`` steps read the calibration
+batches from the first (cycled); all at once reads them in one cycle — the same
+sequence when ``steps`` is a multiple of the number of batches (the shipped runs: 20
+steps, 20 batches), not otherwise.
+
 All arms run in eval mode (BatchNorm statistics frozen, as ``layerwise_factorize``
 does), on the same seeded calibration images (no augmentation, cycled), and score
 ``eval_images`` test images after every ``steps`` steps: the manifest's schedule holds
@@ -71,6 +79,13 @@ def _check(config: Config) -> None:
     for name in ("steps", "calibration", "eval_images"):
         if getattr(config, name) < 1:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
+    if not config.lr > 0:
+        raise ValueError(f"lr must be > 0, got {config.lr}")
+    layers = {n for n, m in models.create_model(config.base).named_modules()
+              if isinstance(m, nn.Conv2d | nn.Linear)}  # fmt: skip
+    if unknown := sorted(set(config.ranks) - layers):
+        raise ValueError(f"ranks names {unknown}, not conv/linear layers of "
+                         f"{config.base}")  # fmt: skip
 
 
 def _all_at_once(model: nn.Module, config: Config, batches: list, score) -> None:  # noqa: ANN001
@@ -108,6 +123,8 @@ def run(
     """One arm: factorize ``base`` by ``config.procedure`` with ``config.loss``;
     the schedule records the held-out accuracy after every ``steps`` steps."""
     _check(config)
+    if not epochs_scale > 0:
+        raise ValueError(f"epochs_scale must be > 0, got {epochs_scale}")
     steps = max(1, round(config.steps * epochs_scale))
     config = Config(**{**config.__dict__, "steps": steps})
     train.set_seed(config.seed)

@@ -19,9 +19,11 @@ its own folder.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .kmeans import SHAREABLE, _check_bits, shared_copy
 
@@ -55,6 +57,16 @@ def bit_sweep(
     widths = sorted({_check_bits(b, "candidates") for b in candidates})
     if not widths or not names:
         raise ValueError("bit_sweep needs at least one layer and one candidate width")
+    for n in names:  # every copy must be shareable at the widest width
+        layer = model.get_submodule(n)
+        masked = hasattr(layer, "weight_mask")  # a torch.nn.utils.prune mask
+        if masked or parametrize.is_parametrized(layer, "weight"):
+            raise ValueError(f"layer {n!r} is masked or parametrized (fold its pruning "
+                             "mask first: pruning.make_permanent)")  # fmt: skip
+        nnz = int((layer.weight != 0).sum())
+        if nnz < 2 ** widths[-1]:
+            raise ValueError(f"layer {n!r} has {nnz} nonzero weights, fewer than "
+                             f"2^{widths[-1]} (candidates' widest width)")  # fmt: skip
     return {n: {b: float(score(shared_copy(model, {n: b}))) for b in widths}
             for n in names}  # fmt: skip
 
@@ -75,6 +87,10 @@ def choose_bits(
     """
     if not slack >= 0:
         raise ValueError(f"slack must be >= 0, got {slack}")
+    if not math.isfinite(reference):
+        raise ValueError(f"reference must be a finite score, got {reference}")
+    if empty := [n for n, row in sweep.items() if not row]:
+        raise ValueError(f"sweep rows {empty} are empty: no width was scored")
     return {
         n: min((b for b, s in row.items() if s <= reference + slack), default=max(row))
         for n, row in sweep.items()

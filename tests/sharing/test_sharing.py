@@ -404,6 +404,10 @@ def test_choose_bits_takes_the_narrowest_width_within_the_slack():
         sharing.choose_bits(sweep, 77, slack=-1)
     with pytest.raises(ValueError, match="slack"):
         sharing.choose_bits(sweep, 77, slack=float("nan"))
+    with pytest.raises(ValueError, match="reference must be a finite"):
+        sharing.choose_bits(sweep, float("nan"))
+    with pytest.raises(ValueError, match=r"rows \['c'\] are empty"):
+        sharing.choose_bits({**sweep, "c": {}}, 77)
 
 
 def test_bit_sweep_refuses_bad_input_before_scoring():
@@ -424,4 +428,11 @@ def test_bit_sweep_refuses_bad_input_before_scoring():
         sharing.bit_sweep(model, score, candidates=(2.0,))
     with pytest.raises(ValueError, match="at least one"):
         sharing.bit_sweep(model, score, candidates=())
+    with torch.no_grad():
+        model[2].weight[:, 1:] = 0  # 4 nonzero weights left: not enough for 3 bits
+    with pytest.raises(ValueError, match="'2' has 4 nonzero weights, fewer than 2\\^3"):
+        sharing.bit_sweep(model, score, candidates=(1, 2, 3))
+    prune.l1_unstructured(model[0], "weight", amount=0.5)  # a mask not folded yet
+    with pytest.raises(ValueError, match="masked or parametrized"):
+        sharing.bit_sweep(model, score, layers=["0"])
     assert calls == []
