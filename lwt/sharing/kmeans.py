@@ -124,6 +124,30 @@ def _layers(model: nn.Module, bits) -> dict[str, tuple[nn.Module, int]]:  # noqa
     return {n: (m, b) for n, m in layers.items()}
 
 
+def check_shares(
+    model: nn.Module, bits: int | dict[str, int]
+) -> dict[str, tuple[nn.Module, int]]:
+    """``{name: (layer, bits)}`` that :func:`share_weights` would share, checked for
+    every layer before anything changes: known conv/linear names, widths in 1..16, no
+    pruning mask or parametrization still attached, at least ``2^bits`` nonzero
+    weights.
+
+    Raises:
+        ValueError: the first layer that fails, named.
+    """
+    plan = _layers(model, bits)
+    for name, (layer, b) in plan.items():
+        masked = hasattr(layer, "weight_mask")  # a torch.nn.utils.prune mask
+        if masked or parametrize.is_parametrized(layer, "weight"):
+            raise ValueError(f"layer {name!r} is masked or parametrized (fold its "
+                             "pruning mask first: pruning.make_permanent)")  # fmt: skip
+        nnz = int((layer.weight != 0).sum())
+        if nnz < 2**b:
+            raise ValueError(f"layer {name!r} has {nnz} nonzero weights, fewer than "
+                             f"2^{b}")  # fmt: skip
+    return plan
+
+
 def share_weights(
     model: nn.Module, bits: int | dict[str, int], *, init: str = "linear", seed: int = 0
 ) -> nn.Module:
@@ -145,13 +169,7 @@ def share_weights(
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    plan = _layers(model, bits)
-    for name, (layer, b) in plan.items():
-        if parametrize.is_parametrized(layer, "weight"):
-            raise ValueError(f"layer {name!r} is already parametrized (shared/pruned)")
-        nnz = int((layer.weight != 0).sum())
-        if nnz < 2**b:
-            raise ValueError(f"layer {name!r} has {nnz} nonzero weights < 2^{b}")
+    plan = check_shares(model, bits)
     for layer, b in plan.values():
         w = layer.weight.detach()
         mask = (w != 0).to(w.dtype)
@@ -193,6 +211,7 @@ def shared_copy(
 __all__ = [
     "INITS",
     "SharedWeight",
+    "check_shares",
     "codebooks",
     "init_centroids",
     "kmeans_1d",

@@ -23,9 +23,8 @@ import math
 from collections.abc import Callable, Iterable
 
 from torch import nn
-from torch.nn.utils import parametrize
 
-from .kmeans import SHAREABLE, _check_bits, shared_copy
+from .kmeans import SHAREABLE, _check_bits, check_shares, shared_copy
 
 
 def bit_sweep(
@@ -44,8 +43,9 @@ def bit_sweep(
         candidates: widths in 1..16.
 
     Raises:
-        ValueError: an unknown layer, a width outside 1..16 or no candidates
-            (checked before anything is scored).
+        ValueError: an unknown layer, a width outside 1..16, no candidates, or a
+            layer ``share_weights`` could not share at the widest width
+            (:func:`check_shares`), all checked before anything is scored.
     """
     if isinstance(layers, str):
         raise TypeError("layers must be a list of layer names, not one string")
@@ -57,16 +57,7 @@ def bit_sweep(
     widths = sorted({_check_bits(b, "candidates") for b in candidates})
     if not widths or not names:
         raise ValueError("bit_sweep needs at least one layer and one candidate width")
-    for n in names:  # every copy must be shareable at the widest width
-        layer = model.get_submodule(n)
-        masked = hasattr(layer, "weight_mask")  # a torch.nn.utils.prune mask
-        if masked or parametrize.is_parametrized(layer, "weight"):
-            raise ValueError(f"layer {n!r} is masked or parametrized (fold its pruning "
-                             "mask first: pruning.make_permanent)")  # fmt: skip
-        nnz = int((layer.weight != 0).sum())
-        if nnz < 2 ** widths[-1]:
-            raise ValueError(f"layer {n!r} has {nnz} nonzero weights, fewer than "
-                             f"2^{widths[-1]} (candidates' widest width)")  # fmt: skip
+    check_shares(model, dict.fromkeys(names, widths[-1]))  # each at the widest width
     return {n: {b: float(score(shared_copy(model, {n: b}))) for b in widths}
             for n in names}  # fmt: skip
 
